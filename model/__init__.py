@@ -1,0 +1,1 @@
+"""Transformer encoder, tokenizer and optimizer shared by pre-training and fine-tuning."""

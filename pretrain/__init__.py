@@ -1,0 +1,1 @@
+"""ELECTRA pre-training: masking, sampling, the generator/discriminator model, data."""

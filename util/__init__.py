@@ -1,0 +1,1 @@
+"""Shared plumbing: configs, CLI, logging, checkpoints, the training loop."""
