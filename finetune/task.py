@@ -27,7 +27,7 @@ class Task(abc.ABC):
   subclass that forgets one cannot be instantiated.
 
   The `config` is read by attribute with the original `FinetuningConfig` names
-  (data_dir, max_seq_length, task_names, debug, double_unordered, ...).
+  (raw_data_dir, max_seq_length, task_names, debug, double_unordered, ...).
   """
 
   def __init__(self, config: Any, name: str, tokenizer: Any):
@@ -85,7 +85,8 @@ class Task(abc.ABC):
 
   @property
   def raw_data_dir(self) -> str:
-    return os.path.join(self.config.data_dir, "finetuning_data", self.name)
+    """<data-dir>/finetuning_data/<name>: where this task's raw files live."""
+    return os.path.join(self.config.raw_data_dir, self.name)
 
   def data_file(self, filename: str) -> str:
     """Path of a raw data file; a clear error names the file and directory if absent."""
