@@ -18,70 +18,70 @@ TEMP_MARKER = ".tmp-"
 
 
 def mkdir(path: str | os.PathLike) -> None:
-  """Creates `path` and its parents if missing."""
-  os.makedirs(path, exist_ok=True)
+    """Creates `path` and its parents if missing."""
+    os.makedirs(path, exist_ok=True)
 
 
 def temp_name_for(path: str | os.PathLike) -> str:
-  """A unique hidden temporary path in the same directory as `path`."""
-  directory, name = os.path.split(os.fspath(path))
-  unique = f"{os.getpid()}-{secrets.token_hex(4)}"
-  return os.path.join(directory, f".{name}{TEMP_MARKER}{unique}")
+    """A unique hidden temporary path in the same directory as `path`."""
+    directory, name = os.path.split(os.fspath(path))
+    unique = f"{os.getpid()}-{secrets.token_hex(4)}"
+    return os.path.join(directory, f".{name}{TEMP_MARKER}{unique}")
 
 
 def is_temp_name_for(file_name: str, target_name: str) -> bool:
-  """Whether `file_name` is a temporary name made by temp_name_for(target_name)."""
-  return file_name.startswith(f".{target_name}{TEMP_MARKER}")
+    """Whether `file_name` is a temporary name made by temp_name_for(target_name)."""
+    return file_name.startswith(f".{target_name}{TEMP_MARKER}")
 
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[str]:
-  """Yields a temporary path to write; renames it to `path` if the block succeeds.
+    """Yields a temporary path to write; renames it to `path` if the block succeeds.
 
-  On an exception the temporary file is removed and the target is left as it was.
-  The parent directory is created if needed.
-  """
-  directory = os.path.dirname(os.fspath(path))
-  if directory:
-    mkdir(directory)
-  temp = temp_name_for(path)
-  try:
-    yield temp
-    os.replace(temp, path)
-  finally:
-    if os.path.exists(temp):
-      os.remove(temp)
+    On an exception the temporary file is removed and the target is left as it was.
+    The parent directory is created if needed.
+    """
+    directory = os.path.dirname(os.fspath(path))
+    if directory:
+        mkdir(directory)
+    temp = temp_name_for(path)
+    try:
+        yield temp
+        os.replace(temp, path)
+    finally:
+        if os.path.exists(temp):
+            os.remove(temp)
 
 
 def _write_bytes(data: bytes, path: str | os.PathLike) -> None:
-  with atomic_path(path) as temp:
-    with open(temp, "wb") as f:
-      f.write(data)
-      f.flush()
-      # Make the content durable before the rename publishes it.
-      os.fsync(f.fileno())
+    with atomic_path(path) as temp:
+        with open(temp, "wb") as f:
+            f.write(data)
+            f.flush()
+            # Make the content durable before the rename publishes it.
+            os.fsync(f.fileno())
 
 
 def write_text(text: str, path: str | os.PathLike) -> None:
-  """Atomically writes `text` as UTF-8 to `path`."""
-  _write_bytes(text.encode("utf-8"), path)
+    """Atomically writes `text` as UTF-8 to `path`."""
+    _write_bytes(text.encode("utf-8"), path)
 
 
 def write_json(obj: Any, path: str | os.PathLike, indent: int | None = None) -> None:
-  """Atomically writes `obj` as UTF-8 JSON followed by a newline."""
-  write_text(json.dumps(obj, indent=indent) + "\n", path)
+    """Atomically writes `obj` as UTF-8 JSON followed by a newline."""
+    write_text(json.dumps(obj, indent=indent) + "\n", path)
 
 
 def write_pickle(obj: Any, path: str | os.PathLike) -> None:
-  """Atomically pickles `obj` to `path` with the highest protocol."""
-  _write_bytes(pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL), path)
+    """Atomically pickles `obj` to `path` with the highest protocol."""
+    _write_bytes(pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL), path)
 
 
 def load_json(path: str | os.PathLike) -> Any:
-  with open(path, encoding="utf-8") as f:
-    return json.load(f)
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
 
 
 def load_pickle(path: str | os.PathLike) -> Any:
-  with open(path, "rb") as f:
-    return pickle.load(f)
+    with open(path, "rb") as f:
+        return pickle.load(f)
