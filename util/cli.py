@@ -9,41 +9,41 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 def parse_run_args(description, argv=None):
-  """The original's three flags: --data-dir, --model-name, --hparams."""
-  parser = argparse.ArgumentParser(description=description)
-  parser.add_argument("--data-dir", required=True,
-                      help="Location of data files (model weights, etc).")
-  parser.add_argument("--model-name", required=True,
-                      help="The name of the model being trained / fine-tuned.")
-  parser.add_argument("--hparams", default="{}",
-                      help="JSON dict of model hyperparameters, or a path to a .json file.")
-  return parser.parse_args(argv)
+    """The original's three flags: --data-dir, --model-name, --hparams."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--data-dir", required=True,
+                                            help="Location of data files (model weights, etc).")
+    parser.add_argument("--model-name", required=True,
+                                            help="The name of the model being trained / fine-tuned.")
+    parser.add_argument("--hparams", default="{}",
+                                            help="JSON dict of model hyperparameters, or a path to a .json file.")
+    return parser.parse_args(argv)
 
 
 def run_main(fn):
-  """Runs `fn()`, turning user-facing errors into one line and exit code 2.
+    """Runs `fn()`, turning user-facing errors into one line and exit code 2.
 
-  Errors that are the user's to fix (bad hparams, missing files, bad data) are
-  subclasses of ValueError/FileNotFoundError raised with a message that names the
-  problem and the fix; a traceback adds nothing for them.
-  """
-  from util.config_utils import ConfigError  # pylint: disable=import-outside-toplevel
-  try:
-    return fn()
-  except (ConfigError, FileNotFoundError, UserError) as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(2)
+    Errors that are the user's to fix (bad hparams, missing files, bad data) are
+    subclasses of ValueError/FileNotFoundError raised with a message that names the
+    problem and the fix; a traceback adds nothing for them.
+    """
+    from util.config_utils import ConfigError  # pylint: disable=import-outside-toplevel
+    try:
+        return fn()
+    except (ConfigError, FileNotFoundError, UserError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
 
 
 class UserError(ValueError):
-  """A problem with the user's inputs (data, checkpoint, vocab) with a clear fix."""
+    """A problem with the user's inputs (data, checkpoint, vocab) with a clear fix."""
 
 
 def str2bool(value):
-  """argparse type for boolean flags given as true/false, yes/no, 1/0."""
-  lowered = str(value).strip().lower()
-  if lowered in ("true", "t", "yes", "y", "1"):
-    return True
-  if lowered in ("false", "f", "no", "n", "0"):
-    return False
-  raise argparse.ArgumentTypeError(f"expected true or false, got {value!r}")
+    """argparse type for boolean flags given as true/false, yes/no, 1/0."""
+    lowered = str(value).strip().lower()
+    if lowered in ("true", "t", "yes", "y", "1"):
+        return True
+    if lowered in ("false", "f", "no", "n", "0"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {value!r}")
