@@ -30,74 +30,74 @@ _loaded = False
 
 
 def register_task(name: str) -> Callable[[type], type]:
-  """Class decorator adding a Task subclass to the registry under `name`."""
+    """Class decorator adding a Task subclass to the registry under `name`."""
 
-  def decorator(cls: type) -> type:
-    if not (isinstance(cls, type) and issubclass(cls, task_lib.Task)):
-      raise TypeError(f"register_task({name!r}) decorates {cls!r}, which is not a "
-                      "finetune.task.Task subclass.")
-    existing = _REGISTRY.get(name)
-    if existing is not None and existing is not cls:
-      raise ValueError(f"Task name {name!r} is registered twice: by "
-                       f"{existing.__module__}.{existing.__name__} and "
-                       f"{cls.__module__}.{cls.__name__}.")
-    _REGISTRY[name] = cls
-    return cls
+    def decorator(cls: type) -> type:
+        if not (isinstance(cls, type) and issubclass(cls, task_lib.Task)):
+            raise TypeError(f"register_task({name!r}) decorates {cls!r}, which is not a "
+                            "finetune.task.Task subclass.")
+        existing = _REGISTRY.get(name)
+        if existing is not None and existing is not cls:
+            raise ValueError(f"Task name {name!r} is registered twice: by "
+                             f"{existing.__module__}.{existing.__name__} and "
+                             f"{cls.__module__}.{cls.__name__}.")
+        _REGISTRY[name] = cls
+        return cls
 
-  return decorator
+    return decorator
 
 
 def _load_task_modules() -> None:
-  global _loaded
-  if _loaded:
-    return
-  for module in _TASK_MODULES:
-    try:
-      importlib.import_module(module)
-    except ModuleNotFoundError as e:
-      # Only tolerate the task module itself being absent, never a broken import
-      # inside it.
-      if e.name != module:
-        raise
-  _loaded = True
+    global _loaded
+    if _loaded:
+        return
+    for module in _TASK_MODULES:
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as e:
+            # Only tolerate the task module itself being absent, never a broken import
+            # inside it.
+            if e.name != module:
+                raise
+    _loaded = True
 
 
 def valid_task_names() -> list[str]:
-  """Sorted names of every registered task."""
-  _load_task_modules()
-  return sorted(_REGISTRY)
+    """Sorted names of every registered task."""
+    _load_task_modules()
+    return sorted(_REGISTRY)
 
 
 def get_task(config: Any, task_name: str, tokenizer: Any) -> task_lib.Task:
-  """Builds one task by name; an unknown name raises listing the valid names."""
-  _load_task_modules()
-  cls = _REGISTRY.get(task_name)
-  if cls is None:
-    raise ValueError(f"Unknown task {task_name!r}. Valid task names: "
-                     f"{', '.join(valid_task_names())}. Fix task_names in --hparams.")
-  return cls(config, tokenizer)
+    """Builds one task by name; an unknown name raises listing the valid names."""
+    _load_task_modules()
+    cls = _REGISTRY.get(task_name)
+    if cls is None:
+        raise ValueError(f"Unknown task {task_name!r}. Valid task names: "
+                         f"{', '.join(valid_task_names())}. Fix task_names in --hparams.")
+    return cls(config, tokenizer)
 
 
 def get_tasks(config: Any, tokenizer: Any = None) -> list[task_lib.Task]:
-  """Builds the tasks of `config.task_names`.
+    """Builds the tasks of `config.task_names`.
 
-  Args:
-    config: a FinetuningConfig (task_names, vocab_file, do_lower_case, ...).
-    tokenizer: a model.tokenization.FullTokenizer; built from config.vocab_file and
-      config.do_lower_case when None.
-  """
-  names = list(config.task_names)
-  if not names:
-    raise ValueError("task_names is empty; name at least one task, e.g. "
-                     '--hparams \'{"task_names": ["cola"]}\'.')
-  if len(set(names)) != len(names):
-    raise ValueError(f"task_names {names} lists a task more than once.")
-  unknown = [n for n in names if n not in valid_task_names()]
-  if unknown:
-    raise ValueError(f"Unknown task name(s) {unknown}. Valid task names: "
-                     f"{', '.join(valid_task_names())}. Fix task_names in --hparams.")
-  if tokenizer is None:
-    from model import tokenization  # deferred: only needed when none is passed in
-    tokenizer = tokenization.FullTokenizer(config.vocab_file,
-                                           do_lower_case=config.do_lower_case)
-  return [get_task(config, name, tokenizer) for name in names]
+    Args:
+      config: a FinetuningConfig (task_names, vocab_file, do_lower_case, ...).
+      tokenizer: a model.tokenization.FullTokenizer; built from config.vocab_file and
+        config.do_lower_case when None.
+    """
+    names = list(config.task_names)
+    if not names:
+        raise ValueError("task_names is empty; name at least one task, e.g. "
+                         '--hparams \'{"task_names": ["cola"]}\'.')
+    if len(set(names)) != len(names):
+        raise ValueError(f"task_names {names} lists a task more than once.")
+    unknown = [n for n in names if n not in valid_task_names()]
+    if unknown:
+        raise ValueError(f"Unknown task name(s) {unknown}. Valid task names: "
+                         f"{', '.join(valid_task_names())}. Fix task_names in --hparams.")
+    if tokenizer is None:
+        from model import tokenization  # deferred: only needed when none is passed in
+        tokenizer = tokenization.FullTokenizer(config.vocab_file,
+                                               do_lower_case=config.do_lower_case)
+    return [get_task(config, name, tokenizer) for name in names]
