@@ -1,0 +1,111 @@
+"""Distribution strategy selection by hparam and per-replica input pipelines.
+
+`get_strategy(name)` maps the `distribution_strategy` hparam onto tf.distribute:
+"one_device" (one GPU if present, else the CPU), "mirrored" (all local devices),
+"multi_worker" (MultiWorkerMirroredStrategy configured by the TF_CONFIG environment
+variable) and "tpu" (TPUClusterResolver + TPUStrategy). Inputs are built per replica
+with `strategy.distribute_datasets_from_function`, each replica reading its own shard
+with a batch of global_batch_size / num_replicas_in_sync.
+"""
+
+import json
+import os
+
+import tensorflow as tf
+
+from util.cli import UserError
+
+STRATEGY_NAMES = ("one_device", "mirrored", "multi_worker", "tpu")
+
+
+def get_strategy(name, tpu_name=None, tpu_zone=None, gcp_project=None):
+    """Builds the tf.distribute strategy named by the `distribution_strategy` hparam.
+
+    Must be called before any other TensorFlow op runs: multi-worker and TPU
+    strategies configure the runtime and cannot do so once it has started.
+
+    Args:
+      name: one of STRATEGY_NAMES.
+      tpu_name, tpu_zone, gcp_project: Cloud TPU location (name "tpu" only); a None
+        tpu_name lets the resolver use the TPU_NAME environment / local TPU.
+    Returns:
+      A tf.distribute.Strategy.
+    Raises:
+      UserError: unknown name, malformed TF_CONFIG, or no TPU reachable.
+    """
+    if name == "one_device":
+        device = "/gpu:0" if tf.config.list_physical_devices("GPU") else "/cpu:0"
+        return tf.distribute.OneDeviceStrategy(device)
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if name == "multi_worker":
+        _check_tf_config()
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    if name == "tpu":
+        return _tpu_strategy(tpu_name, tpu_zone, gcp_project)
+    raise UserError(f"unknown distribution_strategy {name!r}; use one of {STRATEGY_NAMES}.")
+
+
+def _check_tf_config():
+    """Fails early with a clear message instead of a hang on a bad TF_CONFIG."""
+    raw = os.environ.get("TF_CONFIG")
+    if not raw:
+        raise UserError(
+            "distribution_strategy 'multi_worker' needs the TF_CONFIG environment variable, "
+            "e.g. TF_CONFIG='{\"cluster\": {\"worker\": [\"host1:port\", \"host2:port\"]}, "
+            "\"task\": {\"type\": \"worker\", \"index\": 0}}' on each worker.")
+    try:
+        tf_config = json.loads(raw)
+        workers = tf_config["cluster"]["worker"]
+        index = tf_config["task"]["index"]
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        raise UserError(f"TF_CONFIG is not valid ({e!r}); it needs cluster.worker (a list "
+                        "of host:port) and task.index.") from None
+    if not 0 <= int(index) < len(workers):
+        raise UserError(f"TF_CONFIG task.index {index} is outside the {len(workers)} workers "
+                        "listed in cluster.worker.")
+
+
+def _tpu_strategy(tpu_name, tpu_zone, gcp_project):
+    try:
+        resolver = tf.distribute.cluster_resolver.TPUClusterResolver(
+            tpu=tpu_name, zone=tpu_zone, project=gcp_project)
+        tf.config.experimental_connect_to_cluster(resolver)
+        tf.tpu.experimental.initialize_tpu_system(resolver)
+    except (ValueError, RuntimeError, tf.errors.OpError) as e:
+        raise UserError(
+            f"distribution_strategy 'tpu' found no TPU (tpu_name={tpu_name!r}): {e}. Set "
+            "tpu_name (and tpu_zone, gcp_project) to a reachable Cloud TPU, or use "
+            "'one_device', 'mirrored' or 'multi_worker'.") from None
+    return tf.distribute.TPUStrategy(resolver)
+
+
+def per_replica_batch_size(strategy, global_batch_size, name="train_batch_size"):
+    """global_batch_size / num_replicas_in_sync, which must divide exactly."""
+    replicas = strategy.num_replicas_in_sync
+    if global_batch_size % replicas:
+        raise UserError(
+            f"{name}={global_batch_size} is not divisible by the {replicas} replicas of the "
+            f"distribution strategy; use a multiple of {replicas}.")
+    return global_batch_size // replicas
+
+
+def distribute_dataset(strategy, dataset_fn, global_batch_size, name="train_batch_size"):
+    """Builds one input pipeline per replica (worker) and distributes it.
+
+    Args:
+      strategy: the tf.distribute.Strategy.
+      dataset_fn: fn(input_context: tf.distribute.InputContext, batch_size: int) ->
+        tf.data.Dataset of per-replica batches of `batch_size` examples; it should
+        shard its input by input_context.input_pipeline_id.
+      global_batch_size: examples per step summed over all replicas.
+      name: the hparam holding global_batch_size, for the error message.
+    Returns:
+      A tf.distribute.DistributedDataset.
+    """
+    batch_size = per_replica_batch_size(strategy, global_batch_size, name)
+
+    def replica_dataset(input_context):
+        return dataset_fn(input_context, batch_size)
+
+    return strategy.distribute_datasets_from_function(replica_dataset)
