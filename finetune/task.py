@@ -64,10 +64,14 @@ class Task(abc.ABC):
         """
 
     @abc.abstractmethod
-    def get_scorer(self) -> scorer.Scorer:
-        """A fresh scorer for one evaluation pass."""
+    def get_scorer(self, split: str = "dev") -> scorer.Scorer:
+        """A fresh scorer for one evaluation pass over `split`."""
 
     # ---- shared helpers ---------------------------------------------------------------
+
+    def get_eval_splits(self) -> list[str]:
+        """Labelled splits evaluated after training (the original: dev only)."""
+        return ["dev"]
 
     def get_test_splits(self) -> list[str]:
         """Splits predicted when `write_test_outputs` is on."""

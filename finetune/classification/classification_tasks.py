@@ -204,7 +204,7 @@ class ClassificationTask(SingleOutputTask):
     def get_prediction_module(self, hidden_size):
         return heads.ClassificationHead(self.name, hidden_size, len(self.label_list))
 
-    def get_scorer(self):
+    def get_scorer(self, split="dev"):
         return metrics.AccuracyScorer(self.label_list)
 
     def cache_settings(self):
@@ -247,7 +247,7 @@ class RegressionTask(SingleOutputTask):
     def get_prediction_module(self, hidden_size):
         return heads.RegressionHead(self.name, hidden_size)
 
-    def get_scorer(self):
+    def get_scorer(self, split="dev"):
         return metrics.RegressionScorer()
 
     def cache_settings(self):
@@ -268,7 +268,7 @@ class CoLA(ClassificationTask):
             return TsvLayout(text_a=1, text_b=None, label=None, header=True)
         return TsvLayout(text_a=3, text_b=None, label=1, header=False, n_columns=4)
 
-    def get_scorer(self):
+    def get_scorer(self, split="dev"):
         return metrics.MCCScorer(self.label_list)
 
 
@@ -298,7 +298,7 @@ class MRPC(ClassificationTask):
         return TsvLayout(text_a=3, text_b=4, label=None if split == "test" else 0,
                          header=True)
 
-    def get_scorer(self):
+    def get_scorer(self, split="dev"):
         return metrics.F1Scorer(self.label_list)
 
 
@@ -314,7 +314,7 @@ class QQP(ClassificationTask):
             return TsvLayout(text_a=1, text_b=2, label=None, header=True)
         return TsvLayout(text_a=3, text_b=4, label=5, header=True)
 
-    def get_scorer(self):
+    def get_scorer(self, split="dev"):
         return metrics.F1Scorer(self.label_list)
 
 
