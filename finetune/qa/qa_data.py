@@ -56,8 +56,9 @@ class QAExample(task_lib.Example):
 
     @property
     def example_id(self):
-        """The key used in prediction files: SQuAD `id`, else MRQA `qid`."""
-        return self.qas_id if self.qas_id is not None else self.qid
+        """The key of prediction files: SQuAD `id` for tasks named *squad*, else the
+        MRQA `qid` (MRQA lines also carry an `id`, which is not what MRQA evaluates)."""
+        return self.qas_id if "squad" in self.task_name else self.qid
 
 
 @dataclasses.dataclass(frozen=True)
@@ -167,7 +168,8 @@ def _eval_answers(qa, where):
     return tuple(texts)
 
 
-def paragraph_examples(paragraph, task_name, first_eid, is_training, v2, where):
+def paragraph_examples(paragraph, task_name, first_eid, is_training, v2, where,
+                       id_key="id"):
     """Builds the examples of one paragraph (SQuAD paragraph or MRQA line).
 
     Args:
@@ -177,6 +179,7 @@ def paragraph_examples(paragraph, task_name, first_eid, is_training, v2, where):
       is_training: extract the training answer span (and drop unrecoverable ones).
       v2: read `is_impossible` (SQuAD 2.0).
       where: location prefix for error messages, e.g. "dev.json data[0].paragraphs[3]".
+      id_key: the question-id key that must be present ("id" SQuAD, "qid" MRQA).
     Returns:
       (examples, failures)
     """
@@ -186,8 +189,8 @@ def paragraph_examples(paragraph, task_name, first_eid, is_training, v2, where):
     for i, qa in enumerate(_get(paragraph, "qas", list, where)):
         qa_where = "%s.qas[%d]" % (where, i)
         question = _get(qa, "question", str, qa_where)
-        if "id" not in qa and "qid" not in qa:
-            raise QADataError("%s: missing key 'id' (SQuAD) or 'qid' (MRQA)." % qa_where)
+        if id_key not in qa:
+            raise QADataError("%s: missing key %r (the question id)." % (qa_where, id_key))
         fields = dict(
             task_name=task_name, eid=first_eid + len(examples),
             qas_id=str(qa["id"]) if "id" in qa else None,
@@ -276,8 +279,8 @@ def read_mrqa(path, task_name, is_training, max_lines=None):
     for number, paragraph in iter_jsonl(path, max_lines):
         if isinstance(paragraph, dict) and "header" in paragraph:
             continue
-        new, failed = paragraph_examples(paragraph, task_name, len(examples),
-                                         is_training, False, "%s line %d" % (path, number))
+        new, failed = paragraph_examples(paragraph, task_name, len(examples), is_training,
+                                         False, "%s line %d" % (path, number), "qid")
         examples.extend(new)
         failures += failed
     return ReadResult(examples, failures)
