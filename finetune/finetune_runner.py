@@ -1,0 +1,363 @@
+"""Fine-tuning driver: trials of train + dev evaluation, results and prediction files.
+
+The original's run_finetuning.py (ModelRunner, write_results, run_finetuning) on top of
+the shared pieces: the task registry and TFRecord preprocessing (finetune/), the
+encoder and optimizer (model/), the one training loop, checkpoints and strategies
+(util/). Per trial t (spec e.4, g):
+
+  1. wipe finetuning_models/<tasks>_model_<t> (only if this tool wrote it) and build a
+     fresh model seeded with config.seed + t - 1, initialised from init_checkpoint;
+  2. train with util/training.py (AdamW, layer-wise LR decay, clipping at 1.0);
+  3. evaluate every task on dev (tagging also on test.txt when present), print
+     "<task>: <metric>: <value> - ...", write each task's dev predictions under
+     results/, then rewrite results_txt / results_pkl atomically;
+  4. optionally write test-set outputs; with keep_all_models false delete the model dir
+     of every trial but the last.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import shutil
+
+import numpy as np
+import tensorflow as tf
+
+import configure_finetuning
+from finetune import finetune_model
+from finetune import init_checkpoint
+from finetune import preprocessing
+from finetune import task_builder
+from finetune.classification import classification_tasks
+from finetune.classification import glue_outputs
+from finetune.qa import qa_scorer
+from finetune.qa import qa_tasks
+from model import modeling
+from model import optimization
+from model import tokenization
+from util import checkpoint
+from util import config_utils
+from util import distribute
+from util import io_utils
+from util import training
+from util.cli import UserError
+from util.logging_utils import heading, log
+
+# Written into every trial's model dir; a dir without it is never deleted.
+MODEL_DIR_MARKER = "finetuning_config.json"
+EVAL_LOG_LINES = 10  # at most this many progress lines per evaluation pass
+
+
+def make_run_config(data_dir, model_name, hparams):
+    """make_config, then sizes from the pre-trained model's pretrain_config.json.
+
+    Args:
+      hparams: --hparams (JSON string, .json path or dict).
+    Returns:
+      FinetuningConfig.
+    """
+    user = hparams if isinstance(hparams, dict) else config_utils.load_hparams(hparams)
+    config = configure_finetuning.make_config(data_dir, model_name, user)
+    if config.init_checkpoint is None:
+        return config
+    sizes = init_checkpoint.pretrained_size_hparams(config.pretrained_model_dir, user)
+    if not sizes:
+        return config
+    log("Model sizes from", os.path.join(config.pretrained_model_dir,
+                                         init_checkpoint.PRETRAIN_CONFIG_FILE), sizes)
+    return configure_finetuning.make_config(data_dir, model_name, {**user, **sizes})
+
+
+def build_tasks(config):
+    """The config's tasks; unknown names and bad vocab files become UserErrors."""
+    valid = task_builder.valid_task_names()
+    unknown = [name for name in config.task_names if name not in valid]
+    if unknown:
+        raise UserError(f"unknown task name(s) {unknown} in task_names. Valid task names: "
+                        f"{', '.join(valid)}.")
+    try:
+        tokenizer = tokenization.FullTokenizer(config.vocab_file,
+                                               do_lower_case=config.do_lower_case)
+    except tokenization.VocabError as e:
+        raise UserError(str(e)) from None
+    return task_builder.get_tasks(config, tokenizer)
+
+
+def get_scorer(task, split):
+    """task.get_scorer for `split` (GLUE scorers take no split argument)."""
+    if "split" in inspect.signature(task.get_scorer).parameters:
+        return task.get_scorer(split=split)
+    return task.get_scorer()
+
+
+def eval_splits(task):
+    """dev, plus any extra split the task evaluates (tagging: test.txt when present)."""
+    getter = getattr(task, "get_eval_splits", None)
+    return getter() if getter is not None else ["dev"]
+
+
+class ModelRunner:
+    """One trial's model: training, evaluation and prediction.
+
+    Args:
+      config: the trial's FinetuningConfig (its own model_dir and seed).
+      tasks: tasks in task_names order.
+      preprocessor: preprocessing.Preprocessor shared by the trials.
+      strategy: tf.distribute strategy (variables are created in its scope).
+      bert_config: modeling.BertConfig of the encoder.
+    """
+
+    def __init__(self, config, tasks, preprocessor, strategy, bert_config):
+        self.config, self.tasks = config, list(tasks)
+        self._preprocessor, self._strategy = preprocessor, strategy
+        self.compute_dtype = training.compute_dtype(config.mixed_precision)
+        # The seed fixes the heads' initialisation, dropout and the data order.
+        tf.random.set_seed(config.seed)
+        with strategy.scope():
+            self.model = finetune_model.FinetuningModel(bert_config, self.tasks)
+        self.named_vars = self.model.named_variables()
+        if config.init_checkpoint:
+            with strategy.scope():
+                init_checkpoint.init_from_checkpoint(
+                    self.named_vars, config.init_checkpoint, require_heads=not config.do_train)
+        self._predict_fns = {}
+
+    def _loss_fn(self, features, seed, training_):
+        del seed  # dropout draws from the trial's global seed
+        output = self.model(features, is_training=training_, compute_dtype=self.compute_dtype)
+        # Reduction: SUM over this replica's examples (the original's). The loop divides
+        # by num_replicas_in_sync, so several replicas average their sums as TPU
+        # CrossShardOptimizer did; one device trains on exactly the batch sum.
+        return output.loss, {}
+
+    def _optimizer(self):
+        c = self.config
+        multipliers = None
+        if c.layerwise_lr_decay is not None and c.layerwise_lr_decay > 0:
+            multipliers = optimization.layerwise_lr_multipliers(
+                list(self.named_vars), self.model.bert_config.num_hidden_layers,
+                c.layerwise_lr_decay)
+        return optimization.AdamWeightDecay(self.named_vars,
+                                            weight_decay_rate=c.weight_decay_rate,
+                                            lr_multipliers=multipliers)
+
+    def train(self):
+        """Trains for int(n_padded_examples // batch * epochs) steps; saves at the end.
+
+        Returns:
+          util.training.TrainResult.
+        """
+        c = self.config
+        dataset, num_steps = self._preprocessor.prepare_train()
+        if num_steps < 1:
+            raise UserError(f"the training data of {list(c.task_names)} gives 0 steps with "
+                            f"train_batch_size {c.train_batch_size} and num_train_epochs "
+                            f"{c.num_train_epochs}; lower the batch size or add epochs.")
+        log(f"Training for {num_steps} steps")
+        with self._strategy.scope():
+            optimizer = self._optimizer()
+            global_step = training.make_global_step()
+
+        def lr_fn(step):
+            return optimization.learning_rate_schedule(
+                step, c.learning_rate, num_steps, warmup_proportion=c.warmup_proportion)
+
+        settings = training.LoopSettings(
+            num_train_steps=num_steps, steps_per_loop=c.iterations_per_loop,
+            log_every_steps=c.log_every_steps, save_checkpoints_steps=c.save_checkpoints_steps,
+            mixed_precision=c.mixed_precision, initial_loss_scale=c.loss_scale,
+            jit_compile=c.jit_compile, clip_norm=1.0, seed=c.seed, summary_dir=c.model_dir)
+        trainer = training.Trainer(self._strategy, self._loss_fn, self.named_vars, optimizer,
+                                   lr_fn, global_step, settings, loss_names=())
+        iterator = iter(self._strategy.experimental_distribute_dataset(dataset))
+        manager = checkpoint.CheckpointManager(c.model_dir, max_to_keep=1)
+        state = {**self.named_vars, **optimizer.slot_variables(), "global_step": global_step}
+        return training.train(trainer, iterator, manager, state)
+
+    def predictions(self, task, split):
+        """Yields {output name: numpy value} for every real example (window) of `split`."""
+        fn = self._predict_fns.get(task.name)
+        if fn is None:
+            fn = tf.function(lambda features: self.model.predict(
+                features, task.name, self.compute_dtype), jit_compile=self.config.jit_compile)
+            self._predict_fns[task.name] = fn
+        dataset, n_batches = self._preprocessor.prepare_predict([task], split)
+        every = max(1, n_batches // EVAL_LOG_LINES)
+        for index, batch in enumerate(dataset):
+            outputs = {k: v.numpy() for k, v in fn(batch).items()}
+            for row in np.nonzero(outputs["task_id"] == task.task_id)[0]:
+                yield {k: v[row] for k, v in outputs.items() if k != "task_id"}
+            if (index + 1) % every == 0 or index + 1 == n_batches:
+                log(f"{task.name} {split}: {index + 1}/{n_batches} batches predicted")
+
+    def evaluate_task(self, task, split="dev"):
+        """Runs the scorer of `task` over `split`; returns the filled scorer."""
+        scorer = get_scorer(task, split)
+        for example_outputs in self.predictions(task, split):
+            scorer.update(example_outputs)
+        return scorer
+
+    def evaluate(self, trial):
+        """Dev (+ extra split) metrics of every task; writes each task's predictions.
+
+        Returns:
+          {task name: {metric: value}}; extra splits' metrics are prefixed "<split>_".
+        """
+        results = {}
+        for task in self.tasks:
+            log(f"Evaluating {task.name}")
+            metrics = {}
+            for split in eval_splits(task):
+                scorer = self.evaluate_task(task, split)
+                prefix = "" if split == "dev" else split + "_"
+                metrics.update(scorer.get_results(prefix=prefix))
+                path = scorer.write_predictions(prediction_path(self.config, task.name,
+                                                                split, trial))
+                if path:
+                    log(f"Wrote {task.name} {split} predictions to {path}")
+            log(f"{task.name}: " + " - ".join(f"{k}: {v:.2f}" for k, v in metrics.items()))
+            results[task.name] = metrics
+        return results
+
+    def write_test_outputs(self, trial):
+        """The original's test-set files, plus GLUE-server TSVs for GLUE tasks."""
+        c = self.config
+        for task in self.tasks:
+            if isinstance(task, classification_tasks.SingleOutputTask):
+                for split in task.get_test_splits():
+                    outputs = glue_outputs.collect_test_outputs(
+                        task, self.predictions(task, split))
+                    pkl = glue_outputs.write_test_pickle(
+                        outputs, c.test_predictions(task.name, split, trial))
+                    tsv = glue_outputs.write_glue_submission(
+                        task, split, outputs, glue_submission_dir(c, trial))
+                    log(f"Wrote {task.name} {split} predictions to {pkl} and {tsv}")
+            elif isinstance(task, qa_tasks.QATask) and task.get_test_splits():
+                for split in task.get_test_splits():
+                    self._write_qa_test_outputs(task, split, trial)
+            else:
+                log(f"{task.name}: no test-set outputs (written for GLUE tasks and squad)")
+
+    def _write_qa_test_outputs(self, task, split, trial):
+        """{question id: answer, "" when the null score exceeds qa_na_threshold} JSON."""
+        c = self.config
+        scorer = task.get_scorer(split=split)
+        for example_outputs in self.predictions(task, split):
+            scorer.update(example_outputs)
+        predictions, null_odds = scorer.decode()
+        if task.v2:
+            predictions = qa_scorer.thresholded_answers(predictions, null_odds,
+                                                        c.qa_na_threshold)
+        # The original wrote this JSON under a ".pkl" name; it gets its real suffix here.
+        path = os.path.splitext(c.test_predictions(task.name, split, trial))[0] + ".json"
+        io_utils.write_json(predictions, path)
+        log(f"Wrote {task.name} {split} predictions to {path}")
+
+
+def prediction_path(config, task_name, split, trial):
+    """results/<tasks>_predictions/<task>_<split>_<trial>.txt (TSV or CoNLL columns)."""
+    tasks = ",".join(config.task_names)
+    return os.path.join(config.results_dir, f"{tasks}_predictions",
+                        f"{task_name}_{split}_{trial}.txt")
+
+
+def glue_submission_dir(config, trial):
+    """test_predictions/glue_submission_<trial>: GLUE-server files of one trial."""
+    return os.path.join(config.test_predictions_dir, f"glue_submission_{trial}")
+
+
+def results_lines(results, seeds):
+    """results_txt lines: "<task>: <metric>: <value:.2f> - ... - seed: <seed>"."""
+    lines = []
+    for trial_results, seed in zip(results, seeds):
+        for task_name, metrics in trial_results.items():
+            values = " - ".join(f"{k}: {v:.2f}" for k, v in metrics.items())
+            lines.append(f"{task_name}: {values} - seed: {seed}")
+    return lines
+
+
+def write_results(config, results, seeds):
+    """Rewrites results_txt (one line per trial per task) and results_pkl (the list of
+    per-trial {task: {metric: value}}), each atomically."""
+    log(f"Writing results to {config.results_txt}")
+    io_utils.write_text("\n".join(results_lines(results, seeds)) + "\n", config.results_txt)
+    io_utils.write_pickle(results, config.results_pkl)
+
+
+def prepare_model_dir(config):
+    """Wipes this trial's previous model dir (only if this tool wrote it), then marks it."""
+    model_dir = os.path.abspath(config.model_dir)
+    if config.init_checkpoint:
+        init = os.path.abspath(config.init_checkpoint)
+        if init == model_dir or init.startswith(model_dir + os.sep):
+            raise UserError(f"init_checkpoint {config.init_checkpoint!r} is inside the model "
+                            f"dir {config.model_dir!r} that training would wipe; copy it "
+                            "elsewhere or set model_dir.")
+    if os.path.isdir(model_dir):
+        if os.path.exists(os.path.join(model_dir, MODEL_DIR_MARKER)):
+            shutil.rmtree(model_dir)
+        elif os.listdir(model_dir):
+            raise UserError(f"model dir {config.model_dir!r} exists but was not written by "
+                            f"run_finetuning.py (no {MODEL_DIR_MARKER}); move it away or set "
+                            "model_dir in --hparams.")
+    config_utils.save_config(config, os.path.join(model_dir, MODEL_DIR_MARKER))
+
+
+def remove_model_dir(model_dir):
+    """Deletes a trial's model dir (keep_all_models false); only ones this tool wrote."""
+    if os.path.exists(os.path.join(model_dir, MODEL_DIR_MARKER)):
+        shutil.rmtree(model_dir)
+
+
+def run_trial(config, trial, tasks, preprocessor, strategy, bert_config):
+    """Train and/or evaluate one trial; returns its results dict (or None)."""
+    if config.do_train:
+        prepare_model_dir(config)
+    runner = ModelRunner(config, tasks, preprocessor, strategy, bert_config)
+    if config.do_train:
+        heading("Start training")
+        runner.train()
+    if not config.do_eval:
+        return None
+    heading("Run dev set evaluation")
+    results = runner.evaluate(trial)
+    if config.write_test_outputs and trial <= config.n_writes_test:
+        heading("Running on the test set and writing the predictions")
+        runner.write_test_outputs(trial)
+    return results
+
+
+def run_finetuning(config):
+    """Runs config.num_trials trials (forever if negative) of train + eval.
+
+    Returns:
+      The list of per-trial {task: {metric: value}} (also written to results_pkl).
+    """
+    strategy = distribute.get_strategy(config.distribution_strategy, config.tpu_name,
+                                       config.tpu_zone, config.gcp_project)
+    tasks = build_tasks(config)
+    if config.init_checkpoint:
+        init_checkpoint.resolve_checkpoint(config.init_checkpoint)  # fail before featurising
+    try:
+        bert_config = modeling.get_bert_config(config.model_size, config.vocab_size,
+                                               config.embedding_size,
+                                               config.model_hparam_overrides)
+    except ValueError as e:  # e.g. an unknown model_hparam_overrides key
+        raise UserError(str(e)) from None
+    preprocessor = preprocessing.Preprocessor(config, tasks)
+    results, seeds, trial = [], [], 1
+    while config.num_trials < 0 or trial <= config.num_trials:
+        trial_config = config.for_trial(trial)
+        heading(f"Config: model={config.model_name}, trial {trial}/{config.num_trials}")
+        log(config_utils.format_config(trial_config))
+        trial_results = run_trial(trial_config, trial, tasks, preprocessor, strategy,
+                                  bert_config)
+        if trial_results is not None:
+            results.append(trial_results)
+            seeds.append(trial_config.seed)
+            write_results(config, results, seeds)
+        if config.do_train and not config.keep_all_models and trial != config.num_trials:
+            remove_model_dir(trial_config.model_dir)
+        trial += 1
+    return results
