@@ -1,7 +1,8 @@
 """Distribution strategy selection by hparam and per-replica input pipelines.
 
 `get_strategy(name)` maps the `distribution_strategy` hparam onto tf.distribute:
-"one_device" (one GPU if present, else the CPU), "mirrored" (all local devices),
+"one_device" (one GPU if present, else the CPU), "mirrored" (all local GPUs, else
+all logical CPU devices),
 "multi_worker" (MultiWorkerMirroredStrategy configured by the TF_CONFIG environment
 variable) and "tpu" (TPUClusterResolver + TPUStrategy). Inputs are built per replica
 with `strategy.distribute_datasets_from_function`, each replica reading its own shard
@@ -37,7 +38,10 @@ def get_strategy(name, tpu_name=None, tpu_zone=None, gcp_project=None):
         device = "/gpu:0" if tf.config.list_physical_devices("GPU") else "/cpu:0"
         return tf.distribute.OneDeviceStrategy(device)
     if name == "mirrored":
-        return tf.distribute.MirroredStrategy()
+        # All GPUs; without GPUs, every logical CPU device (tests split the CPU in two).
+        devices = (tf.config.list_logical_devices("GPU")
+                   or tf.config.list_logical_devices("CPU"))
+        return tf.distribute.MirroredStrategy([d.name for d in devices])
     if name == "multi_worker":
         _check_tf_config()
         return tf.distribute.MultiWorkerMirroredStrategy()
@@ -109,3 +113,18 @@ def distribute_dataset(strategy, dataset_fn, global_batch_size, name="train_batc
         return dataset_fn(input_context, batch_size)
 
     return strategy.distribute_datasets_from_function(replica_dataset)
+
+
+def is_chief(strategy):
+    """True on the worker that writes checkpoints, summaries and results.
+
+    Single-worker strategies are always chief; under MultiWorkerMirroredStrategy the
+    chief is task "chief", or worker 0 when the cluster has no "chief" task.
+    """
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.task_type:
+        return True
+    if resolver.task_type == "chief":
+        return True
+    has_chief = "chief" in resolver.cluster_spec().as_dict()
+    return resolver.task_type == "worker" and resolver.task_id == 0 and not has_chief
