@@ -17,6 +17,8 @@ import tensorflow as tf
 from model import modeling
 
 HIDDEN_DIM = 512
+REQUIRED_FEATURES = ("input_mask", "segment_ids", "start_positions", "end_positions",
+                     "is_impossible", "eid")
 # Added to the logits of positions a span cannot start or end at (the original's value).
 DISALLOWED_ADDER = -1000.0
 
@@ -148,6 +150,10 @@ class QAHead(tf.Module):
           end_top_index [B,K,K] (zeros while training or without joint prediction).
         """
         del compute_dtype
+        missing = [name for name in REQUIRED_FEATURES if name not in features]
+        if missing:
+            raise ValueError("QA head: features lack %s; pass the batch through "
+                             "feature_spec.features_for_task(batch, task name)." % missing)
         hidden = tf.cast(encoder_output.sequence_output, tf.float32)
         mask_adder = DISALLOWED_ADDER * (
             1.0 - answer_mask(features["input_mask"], features["segment_ids"]))
