@@ -5,6 +5,8 @@ from __future__ import annotations
 import abc
 from typing import Mapping
 
+import numpy as np
+
 
 class Scorer(abc.ABC):
     """Accumulates one task's per-example head outputs and computes its metrics.
@@ -12,8 +14,8 @@ class Scorer(abc.ABC):
     Protocol (the evaluation loop's side): for every *real* example of the task (its
     `task_id` equals the task's index; padding examples are skipped) call
     `update({output name: numpy value for that example})`, where the names are the keys
-    of the head's outputs dict (e.g. "loss", "predictions", "label_ids", "eid"). Then call
-    `get_results()` / `results_str()`.
+    of the head's outputs dict (e.g. "loss", "predictions", "label_ids", "eid"), or
+    pass whole batches to `update_batch`. Then call `get_results()` / `results_str()`.
     """
 
     def __init__(self):
@@ -23,6 +25,21 @@ class Scorer(abc.ABC):
     def update(self, results: Mapping) -> None:
         """Adds one example's outputs; subclasses call super().update(results) first."""
         self._updated = True
+
+    def update_batch(self, outputs: Mapping, task_id, task_index: int) -> int:
+        """Calls `update` for each row of a batch that belongs to this task.
+
+        Args:
+          outputs: the head's outputs dict as numpy arrays, each [B, ...].
+          task_id: [B] task ids of the batch (padding rows have id = number of tasks).
+          task_index: this task's index in config.task_names.
+        Returns:
+          The number of examples added.
+        """
+        rows = np.flatnonzero(np.asarray(task_id) == task_index)
+        for row in rows:
+            self.update({name: np.asarray(value)[row] for name, value in outputs.items()})
+        return int(rows.size)
 
     @abc.abstractmethod
     def get_loss(self) -> float:

@@ -10,6 +10,7 @@ import tensorflow as tf
 from finetune import feature_spec
 from finetune import preprocessing
 from finetune import task_builder
+from model import modeling
 import finetune_fixtures as fx
 
 
@@ -143,3 +144,30 @@ def test_spec_errors_are_clear():
         feature_spec.to_tf_example(specs, "cola", {"label_ids": 1})
     with pytest.raises(ValueError, match="has shape \\(3,\\), but its spec says \\(4,\\)"):
         feature_spec.to_tf_example(specs, None, {"input_ids": [1, 2, 3]})
+
+
+@pytest.mark.parametrize("task_name,metric", [("wnli", "accuracy"), ("chunk", "f1")])
+def test_dataset_encoder_head_scorer_fit_together(tmp_path, task_name, metric):
+    data = fx.make_data_dir(tmp_path, tasks=[task_name])
+    config, (task,), prep = build(data, [task_name], debug=True, max_seq_length=32,
+                                  eval_batch_size=16)
+    dataset, steps = prep.prepare_predict([task], "dev")
+    encoder = modeling.BertModel(modeling.BertConfig(
+        vocab_size=30522, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+        intermediate_size=32))
+    head = task.get_prediction_module(16)
+    scorer = task.get_scorer("dev")
+    n_real = 0
+    for batch in dataset:
+        features = feature_spec.features_for_task(batch, task.name)
+        enc = encoder(batch["input_ids"], batch["input_mask"], batch["segment_ids"])
+        losses, outputs = head(enc, features, is_training=False)
+        assert losses.shape == [16]
+        n_real += scorer.update_batch(tf.nest.map_structure(np.asarray, outputs),
+                                      batch["task_id"].numpy(), task.task_id)
+    expected = len(task.get_examples("dev"))  # debug: first 100 lines / ~100 sentences
+    assert n_real == expected and steps == -(-expected // 16)
+    results = dict(scorer.get_results())
+    assert 0.0 <= results[metric] <= 100.0 and results["loss"] > 0.0
+    path = scorer.write_predictions(str(tmp_path / "preds.txt"))
+    assert os.path.getsize(path) > 0
