@@ -286,3 +286,9 @@ def test_glue_submission_and_pickles(data_dir, tmp_path):
         assert glue_outputs.GLUE_SUBMISSION_FILES[(name, split)] == file_name
     with pytest.raises(ValueError, match="No GLUE submission file"):
         glue_outputs.write_glue_submission(mnli, "dev", outs, tmp_path)
+
+
+def test_debug_reads_first_100_lines(data_dir):
+    assert len(get_task(data_dir, "cola", debug=True).get_examples("train")) == 100
+    assert len(get_task(data_dir, "rte", debug=True).get_examples("dev")) == 99  # header
+    assert len(get_task(data_dir, "mrpc", debug=True).get_examples("train")) == 2 * 99
