@@ -80,11 +80,21 @@ class QATask(task_lib.Task):
                                 end_positions=window.end_position,
                                 is_impossible=int(window.is_impossible))
             if log:
-                logging_utils.log("  %s window %d: %s\n    features: %s" % (
-                    example.example_id, window.doc_span_index, " ".join(window.tokens),
-                    features))
+                self._log_window(example, window)
             dicts.append(features)
         return dicts
+
+    @staticmethod
+    def _log_window(example, window):
+        """Logs one window the way the original's log_examples did (tokens, targets)."""
+        lines = ["  %s window %d: %s" % (example.example_id, window.doc_span_index,
+                                         " ".join(window.tokens))]
+        if window.start_position is not None:
+            answer = " ".join(window.tokens[window.start_position:window.end_position + 1])
+            lines.append("    start %d end %d answer: %s%s" % (
+                window.start_position, window.end_position, answer,
+                " (impossible)" if window.is_impossible else ""))
+        logging_utils.log("\n".join(lines))
 
     def get_feature_specs(self):
         return [self.feature("eid"), self.feature("start_positions"),
