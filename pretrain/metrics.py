@@ -30,8 +30,8 @@ class PretrainingMetrics:
         self._auc_labels, self._auc_scores = [], []
 
     def _add(self, name, values, weights):
-        values = np.asarray(values, np.float64).ravel()
-        weights = np.broadcast_to(np.asarray(weights, np.float64), values.shape).ravel()
+        values, weights = np.broadcast_arrays(np.asarray(values, np.float64),
+                                              np.asarray(weights, np.float64))
         acc = self._sums.setdefault(name, [0.0, 0.0])
         acc[0] += float(np.sum(values * weights))
         acc[1] += float(np.sum(weights))
