@@ -1,0 +1,465 @@
+"""Turns raw text into ELECTRA pre-training TFRecords (spec d.1, d.2), in parallel.
+
+Shared by build_pretraining_dataset.py (a directory of text files, blank lines separate
+documents) and build_openwebtext_pretraining_dataset.py (xz tar archives, one document
+per member file). Output: `pretrain_data.tfrecord-<i>-of-<n>` shards plus the metadata
+file `pretrain_data.json`, written last, which marks the dataset complete.
+
+Determinism: job j draws all its randomness (file order, target lengths, segment
+splits) from `random.Random(f"{seed}:{j}")`, so the same inputs, flags and process
+count give byte-identical shards. Shards are written under temporary names and renamed
+by the parent only after every job succeeded, so a killed run leaves no final-named
+shard from that run and a rerun produces the same dataset as an uninterrupted run.
+"""
+
+import collections
+import concurrent.futures
+import dataclasses
+import hashlib
+import multiprocessing
+import os
+import random
+import re
+import tarfile
+import tempfile
+from collections.abc import Callable, Iterator
+from typing import NamedTuple
+
+import tensorflow as tf
+
+from model import tokenization
+from util import io_utils
+from util.logging_utils import Progress, log
+
+SHARD_PREFIX = "pretrain_data.tfrecord"
+METADATA_NAME = "pretrain_data.json"
+METADATA_FORMAT = "electra-pretraining-tfrecords"
+TOOL_VERSION = 1
+MIN_SEQ_LENGTH, MAX_SEQ_LENGTH = 8, 512
+TOKENIZERS = ("auto", "fast", "python")
+# Lines handed to the tokenizer at once: amortises the fast tokenizer's per-call cost.
+_LINES_PER_BATCH = 4096
+_OURS = re.compile(r"^\.?pretrain_data\.(tfrecord-\d+-of-\d+|json)"
+                   + re.escape(io_utils.TEMP_MARKER) + r"|^pretrain_data\.(tfrecord-\d+-of-\d+|json)$")
+
+
+class DatasetError(ValueError):
+    """Bad input or output location for dataset building; the message names the fix."""
+
+
+def shard_name(index: int, num_out_files: int) -> str:
+    return f"{SHARD_PREFIX}-{index}-of-{num_out_files}"
+
+
+@dataclasses.dataclass(frozen=True)
+class BuildConfig:
+    """Flags shared by both build scripts (the original's names and defaults)."""
+
+    vocab_file: str  # BERT-convention WordPiece vocab
+    output_dir: str  # where the shards and pretrain_data.json go
+    max_seq_length: int = 128  # tokens per example, incl. [CLS]/[SEP]
+    num_processes: int = 1  # parallel jobs; job j reads inputs k with k % n == j
+    num_out_files: int = 1000  # shards; job j writes shards i with i % n == j
+    blanks_separate_docs: bool = True  # blank lines end a document
+    do_lower_case: bool = True  # lower-case input text
+    strip_accents: bool = True  # with do_lower_case, drop accents
+    seed: int = 0  # makes file order, target lengths and splits reproducible
+    tokenizer: str = "auto"  # auto (fast if available) | fast | python
+
+    def __post_init__(self):
+        if not MIN_SEQ_LENGTH <= self.max_seq_length <= MAX_SEQ_LENGTH:
+            raise DatasetError(
+                f"--max-seq-length {self.max_seq_length} is out of range: use a value in "
+                f"[{MIN_SEQ_LENGTH}, {MAX_SEQ_LENGTH}] (512 = BERT's position table).")
+        if self.num_processes < 1:
+            raise DatasetError(f"--num-processes must be at least 1, got {self.num_processes}.")
+        if self.num_out_files < self.num_processes:
+            raise DatasetError(
+                f"--num-out-files ({self.num_out_files}) must be at least --num-processes "
+                f"({self.num_processes}): every job writes its own shards.")
+        if self.tokenizer not in TOKENIZERS:
+            raise DatasetError(f"--tokenizer must be one of {TOKENIZERS}, got {self.tokenizer!r}.")
+
+
+class PackedExample(NamedTuple):
+    """One unpadded example: [CLS] A [SEP] (segment 0), then B [SEP] (segment 1) if any."""
+
+    input_ids: list[int]
+    first_length: int  # len([CLS] A [SEP])
+
+
+class ExampleBuilder:
+    """Packs a stream of tokenised lines into examples of at most max_length (spec d.2).
+
+    Draws from `rng` in exactly the original's order (single-segment coin, A/B coins
+    only when the original's short-circuit reaches them, next target length), so a
+    seeded rng reproduces the original's random.seed behaviour.
+    """
+
+    def __init__(self, cls_id: int, sep_id: int, max_length: int, rng: random.Random):
+        self._cls_id, self._sep_id = cls_id, sep_id
+        self._max_length = max_length
+        self._rng = rng
+        self._sentences: list[list[int]] = []
+        self._current_length = 0
+        self._target_length = max_length
+        # Outcome counts (examples, single_segment, random_target) for metadata and tests.
+        self.stats = collections.Counter()
+
+    def add_line(self, token_ids: list[int]) -> PackedExample | None:
+        """Buffers one non-blank line's wordpiece ids; returns an example once full."""
+        self._sentences.append(token_ids)
+        self._current_length += len(token_ids)
+        if self._current_length >= self._target_length:
+            return self._create_example()
+        return None
+
+    def end_document(self) -> PackedExample | None:
+        """A blank line or end of file: emits the buffered tokens, if any, early."""
+        return self._create_example() if self._current_length else None
+
+    def _create_example(self) -> PackedExample:
+        rng = self._rng
+        self.stats["examples"] += 1
+        if rng.random() < 0.1:  # single segment, as in classification tasks
+            self.stats["single_segment"] += 1
+            # The original's constant: a later line of ~100k tokens can still flip to B.
+            first_target = 100000
+        else:
+            first_target = (self._target_length - 3) // 2  # -3 for [CLS] and two [SEP]
+        first, second = [], []
+        for sentence in self._sentences:
+            # Lazy like the original: the coin is flipped only when A is non-empty, the
+            # sentence would overflow A, B is empty and A is under target. [quirk] After
+            # B has started a short sentence can still join A (A/B not contiguous).
+            if (not first or len(first) + len(sentence) < first_target
+                    or (not second and len(first) < first_target and rng.random() < 0.5)):
+                first += sentence
+            else:
+                second += sentence
+        first = first[:self._max_length - 2]
+        second = second[:max(0, self._max_length - len(first) - 3)]
+        self._sentences, self._current_length = [], 0
+        if rng.random() < 0.05:  # occasionally a short example
+            self.stats["random_target"] += 1
+            self._target_length = rng.randint(5, self._max_length)
+        else:
+            self._target_length = self._max_length
+        input_ids = [self._cls_id] + first + [self._sep_id]
+        if second:
+            input_ids += second + [self._sep_id]
+        return PackedExample(input_ids, len(first) + 2)
+
+
+def serialize_example(example: PackedExample, max_length: int) -> bytes:
+    """tf.train.Example bytes: int64 input_ids, input_mask, segment_ids, each max_length.
+
+    Padding (ids, mask and segment 0) fills positions len(input_ids)..max_length-1.
+    """
+    length, pad = len(example.input_ids), max_length - len(example.input_ids)
+    features = {
+        "input_ids": example.input_ids + [0] * pad,
+        "input_mask": [1] * length + [0] * pad,
+        "segment_ids": [0] * example.first_length + [1] * (length - example.first_length)
+                       + [0] * pad,
+    }
+    feature = {name: tf.train.Feature(int64_list=tf.train.Int64List(value=values))
+               for name, values in features.items()}
+    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+
+
+def make_line_tokenizer(config: BuildConfig
+                        ) -> tuple[Callable[[list[str]], list[list[int]]], dict, str]:
+    """Picks the tokenizer path.
+
+    Returns:
+      (tokenize_lines: list of N lines -> N lists of ids, vocab token->id, kind
+      "fast" or "python").
+    Raises:
+      DatasetError: bad vocab, or --tokenizer fast while the fast path is unavailable.
+    """
+    try:
+        full = tokenization.FullTokenizer(config.vocab_file, do_lower_case=config.do_lower_case,
+                                          strip_accents=config.strip_accents)
+    except tokenization.VocabError as err:
+        raise DatasetError(str(err)) from None
+    if config.tokenizer != "python":
+        try:  # imported lazily: pulls in tensorflow_text
+            from model import fast_tokenization
+        except ImportError:
+            fast_tokenization = None
+        if fast_tokenization is not None and fast_tokenization.available():
+            fast = fast_tokenization.FastTokenizer(
+                config.vocab_file, do_lower_case=config.do_lower_case,
+                strip_accents=config.strip_accents)
+            return fast.tokenize_to_ids, full.vocab, "fast"
+        if config.tokenizer == "fast":
+            raise DatasetError("--tokenizer fast needs tensorflow-text, which is not "
+                               "importable here; install it or use --tokenizer python.")
+    return (lambda lines: [full.text_to_ids(line) for line in lines]), full.vocab, "python"
+
+
+class ExampleWriter:
+    """Tokenises text files and writes one job's examples round-robin to its shards."""
+
+    def __init__(self, job_id: int, config: BuildConfig, rng: random.Random):
+        self._config = config
+        self._tokenize, vocab, self.tokenizer_kind = make_line_tokenizer(config)
+        self.builder = ExampleBuilder(vocab["[CLS]"], vocab["[SEP]"], config.max_seq_length, rng)
+        self.shard_counts: dict[str, int] = {}
+        self._temps: dict[str, str] = {}  # final shard name -> temporary path
+        self._writers = []
+        for i in range(job_id, config.num_out_files, config.num_processes):
+            name = shard_name(i, config.num_out_files)
+            self._temps[name] = io_utils.temp_name_for(os.path.join(config.output_dir, name))
+            self._writers.append((name, tf.io.TFRecordWriter(self._temps[name])))
+            self.shard_counts[name] = 0
+        self.n_written = 0
+        self.n_tokens = 0
+
+    def _write(self, example: PackedExample | None) -> None:
+        if example is None:
+            return
+        name, writer = self._writers[self.n_written % len(self._writers)]
+        writer.write(serialize_example(example, self._config.max_seq_length))
+        self.shard_counts[name] += 1
+        self.n_written += 1
+
+    def _feed(self, lines: list[str]) -> None:
+        """Feeds stripped lines; blank ones are document boundaries."""
+        ids = iter(self._tokenize([line for line in lines if line]))
+        for line in lines:
+            if line:
+                token_ids = next(ids)
+                self.n_tokens += len(token_ids)
+                self._write(self.builder.add_line(token_ids))
+            else:
+                self._write(self.builder.end_document())
+
+    def write_examples(self, input_file: str) -> None:
+        """Writes the examples of one text file; its end is a document boundary."""
+        batch = []
+        # newline="\n": lines end only at LF, as with the original's GFile; invalid
+        # UTF-8 becomes U+FFFD, which the tokenizer then drops.
+        with open(input_file, encoding="utf-8", errors="replace", newline="\n") as f:
+            for line in f:
+                line = line.strip()
+                if line or self._config.blanks_separate_docs:
+                    batch.append(line)
+                if len(batch) >= _LINES_PER_BATCH:
+                    self._feed(batch)
+                    batch = []
+        self._feed(batch)
+        self._write(self.builder.end_document())
+
+    def finish(self) -> dict[str, str]:
+        """Closes the shards; returns {temporary path: final path}."""
+        for _, writer in self._writers:
+            writer.close()
+        return {temp: os.path.join(self._config.output_dir, name)
+                for name, temp in self._temps.items()}
+
+    def abort(self) -> None:
+        """Closes and deletes this job's temporary shards."""
+        for temp in self.finish():
+            if os.path.exists(temp):
+                os.remove(temp)
+
+
+def _text_file_documents(path: str, rng: random.Random) -> Iterator[str]:
+    """A corpus text file is read as it is (blank lines may separate documents)."""
+    del rng  # no per-file randomness
+    yield path
+
+
+def _safe_member(member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo | None:
+    """tarfile's "data" filter (no absolute paths, no "..", no links out) + files only."""
+    member = tarfile.data_filter(member, dest)
+    return member if member.isfile() else None
+
+
+def _owt_archive_documents(archive: str, rng: random.Random) -> Iterator[str]:
+    """Extracts an xz tar to a fresh temp dir; yields its files (one document each)."""
+    with tempfile.TemporaryDirectory(prefix="electra_owt_") as tmp:
+        try:
+            with tarfile.open(archive, "r:xz") as tar:
+                tar.extractall(tmp, filter=_safe_member)
+        except tarfile.FilterError as err:
+            raise DatasetError(f"Refusing to extract {archive}: unsafe member ({err}).") from None
+        except (tarfile.TarError, EOFError, OSError) as err:  # lzma.LZMAError is an OSError
+            raise DatasetError(f"Cannot read {archive} ({err}): each openwebtext/*.xz must "
+                               "be an xz-compressed tar of text files.") from None
+        files = sorted(os.path.relpath(os.path.join(root, name), tmp)
+                       for root, _, names in os.walk(tmp) for name in names)
+        rng.shuffle(files)  # as the original, which shuffled the extracted files
+        for name in files:
+            yield os.path.join(tmp, name)
+
+
+_DOCUMENT_SOURCES = {"text": _text_file_documents, "owt": _owt_archive_documents}
+
+
+@dataclasses.dataclass(frozen=True)
+class JobResult:
+    """What one job wrote; shards still under their temporary names."""
+
+    temp_to_final: dict[str, str]
+    shard_counts: dict[str, int]
+    num_examples: int
+    num_tokens: int  # wordpiece tokens read (before packing; overflow included)
+    stats: dict[str, int]  # ExampleBuilder.stats
+
+
+def run_job(job_id: int, config: BuildConfig, inputs: list[str], input_kind: str) -> JobResult:
+    """One process: inputs k with k % num_processes == job_id, shuffled with its rng."""
+    rng = random.Random(f"{config.seed}:{job_id}")
+    mine = [path for k, path in enumerate(inputs) if k % config.num_processes == job_id]
+    rng.shuffle(mine)
+    writer = ExampleWriter(job_id, config, rng)
+    progress = Progress(len(mine), "files", prefix=f"Job {job_id}:")
+    try:
+        for file_no, path in enumerate(mine, 1):
+            for document_file in _DOCUMENT_SOURCES[input_kind](path, rng):
+                writer.write_examples(document_file)
+            progress.update(file_no, extra=f"{writer.n_written} examples written")
+    except BaseException:
+        writer.abort()
+        raise
+    return JobResult(writer.finish(), writer.shard_counts, writer.n_written, writer.n_tokens,
+                     dict(writer.builder.stats))
+
+
+def _run_jobs(config: BuildConfig, inputs: list[str], input_kind: str) -> list[JobResult]:
+    """Runs all jobs; on any failure removes every temp shard and re-raises."""
+    if config.num_processes == 1:
+        return [run_job(0, config, inputs, input_kind)]
+    # "spawn": forking a process that has TensorFlow's threads running is unsafe.
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(config.num_processes, mp_context=context) as pool:
+        futures = [pool.submit(run_job, j, config, inputs, input_kind)
+                   for j in range(config.num_processes)]
+        concurrent.futures.wait(futures)
+    errors = [f.exception() for f in futures if f.exception() is not None]
+    results = [f.result() for f in futures if f.exception() is None]
+    if errors:
+        for result in results:
+            for temp in result.temp_to_final:
+                os.remove(temp)
+        raise errors[0]
+    return results
+
+
+def prepare_output_dir(output_dir: str) -> None:
+    """Creates output_dir, or empties it of this tool's files; refuses foreign files.
+
+    The metadata file goes first, so the directory never looks complete while its
+    shards are being replaced. Files this tool did not write are never deleted.
+    """
+    if os.path.exists(output_dir) and not os.path.isdir(output_dir):
+        raise DatasetError(f"--output-dir {output_dir} is a file; pass a directory path.")
+    if os.path.isdir(output_dir):
+        names = sorted(os.listdir(output_dir))
+        foreign = [n for n in names
+                   if not _OURS.match(n) or not os.path.isfile(os.path.join(output_dir, n))]
+        if foreign:
+            shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+            raise DatasetError(
+                f"--output-dir {output_dir} holds files this tool did not write ({shown}). "
+                "Nothing was deleted: pass a new or empty directory, or move those files away.")
+        for name in sorted(names, key=lambda n: n != METADATA_NAME):
+            os.remove(os.path.join(output_dir, name))
+    io_utils.mkdir(output_dir)
+
+
+def list_corpus_files(corpus_dir: str) -> list[str]:
+    """The regular, non-hidden files directly in corpus_dir, sorted by name."""
+    if not os.path.isdir(corpus_dir):
+        raise DatasetError(f"--corpus-dir {corpus_dir} is not a directory; pass the directory "
+                           "holding the raw text files.")
+    paths = [os.path.join(corpus_dir, n) for n in sorted(os.listdir(corpus_dir))
+             if not n.startswith(".") and os.path.isfile(os.path.join(corpus_dir, n))]
+    if not paths:
+        raise DatasetError(f"--corpus-dir {corpus_dir} holds no text files (subdirectories are "
+                           "not searched); put the corpus files directly in it.")
+    if all(os.path.getsize(p) == 0 for p in paths):
+        raise DatasetError(f"--corpus-dir {corpus_dir} holds only empty files; there is no "
+                           "text to build examples from.")
+    return paths
+
+
+def list_owt_archives(data_dir: str) -> list[str]:
+    """<data_dir>/openwebtext/*.xz, sorted by name."""
+    owt_dir = os.path.join(data_dir, "openwebtext")
+    archives = (sorted(os.path.join(owt_dir, n) for n in os.listdir(owt_dir) if n.endswith(".xz"))
+                if os.path.isdir(owt_dir) else [])
+    if not archives:
+        raise DatasetError(f"No *.xz archives in {owt_dir}: extract openwebtext.tar.xz into "
+                           f"{data_dir} first (tar xf openwebtext.tar.xz).")
+    return archives
+
+
+def _sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def build_dataset(config: BuildConfig, inputs: list[str], input_kind: str = "text") -> dict:
+    """Writes the shards for `inputs`, then the metadata file; returns the metadata.
+
+    Args:
+      inputs: text files (input_kind "text") or OpenWebText xz archives ("owt").
+    Raises:
+      DatasetError: bad vocab, bad output dir, or no example could be built.
+    """
+    _, vocab, tokenizer_kind = make_line_tokenizer(config)  # fail fast on a bad vocab
+    prepare_output_dir(config.output_dir)
+    log(f"Building {config.num_out_files} shards from {len(inputs)} input files with "
+        f"{config.num_processes} process(es), {tokenizer_kind} tokenizer")
+    results = _run_jobs(config, inputs, input_kind)
+    num_examples = sum(r.num_examples for r in results)
+    if num_examples == 0:
+        for result in results:
+            for temp in result.temp_to_final:
+                os.remove(temp)
+        raise DatasetError(f"No examples were built from {len(inputs)} input files: they "
+                           "hold no text that the tokenizer keeps.")
+    counts = {}
+    for result in results:
+        for temp, final in result.temp_to_final.items():
+            os.replace(temp, final)
+        counts.update(result.shard_counts)
+    metadata = {
+        "format": METADATA_FORMAT, "tool_version": TOOL_VERSION,
+        "max_seq_length": config.max_seq_length, "num_examples": num_examples,
+        "num_out_files": config.num_out_files,
+        "file_pattern": f"{SHARD_PREFIX}-*-of-{config.num_out_files}",
+        "examples_per_file": {shard_name(i, config.num_out_files):
+                              counts[shard_name(i, config.num_out_files)]
+                              for i in range(config.num_out_files)},
+        "vocab_file": os.path.abspath(config.vocab_file),
+        "vocab_sha256": _sha256(config.vocab_file), "vocab_size": len(vocab),
+        "do_lower_case": config.do_lower_case, "strip_accents": config.strip_accents,
+        "blanks_separate_docs": config.blanks_separate_docs, "seed": config.seed,
+        "num_processes": config.num_processes, "tokenizer": tokenizer_kind,
+        "input_kind": input_kind, "num_input_files": len(inputs),
+        "num_input_tokens": sum(r.num_tokens for r in results),
+        "single_segment_examples": sum(r.stats.get("single_segment", 0) for r in results),
+        "random_target_lengths": sum(r.stats.get("random_target", 0) for r in results),
+    }
+    io_utils.write_json(metadata, os.path.join(config.output_dir, METADATA_NAME), indent=2)
+    log(f"Done: {num_examples} examples in {config.output_dir}")
+    return metadata
+
+
+def load_metadata(output_dir: str) -> dict | None:
+    """The metadata of a complete dataset in output_dir, or None if there is none."""
+    path = os.path.join(output_dir, METADATA_NAME)
+    if not os.path.exists(path):
+        return None
+    metadata = io_utils.load_json(path)
+    if not isinstance(metadata, dict) or metadata.get("format") != METADATA_FORMAT:
+        raise DatasetError(f"{path} is not a pre-training dataset metadata file.")
+    return metadata
