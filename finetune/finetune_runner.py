@@ -154,6 +154,7 @@ class ModelRunner:
             raise UserError(f"the training data of {list(c.task_names)} gives 0 steps with "
                             f"train_batch_size {c.train_batch_size} and num_train_epochs "
                             f"{c.num_train_epochs}; lower the batch size or add epochs.")
+        prepare_model_dir(c)  # after the data loaded: bad input leaves no files behind
         log(f"Training for {num_steps} steps")
         with self._strategy.scope():
             optimizer = self._optimizer()
@@ -312,8 +313,6 @@ def remove_model_dir(model_dir):
 
 def run_trial(config, trial, tasks, preprocessor, strategy, bert_config):
     """Train and/or evaluate one trial; returns its results dict (or None)."""
-    if config.do_train:
-        prepare_model_dir(config)
     runner = ModelRunner(config, tasks, preprocessor, strategy, bert_config)
     if config.do_train:
         heading("Start training")
