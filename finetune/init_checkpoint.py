@@ -13,6 +13,7 @@ instead of a failure deep inside TensorFlow.
 
 from __future__ import annotations
 
+import glob
 import os
 import re
 from typing import Mapping
@@ -53,17 +54,28 @@ def pretrained_size_hparams(pretrained_model_dir: str, user_hparams: Mapping) ->
 
 
 def resolve_checkpoint(init_checkpoint: str) -> str:
-    """A checkpoint prefix from a directory (its latest checkpoint) or a prefix.
+    """A checkpoint prefix from a directory (its latest checkpoint, or its only
+    checkpoint when it has no `checkpoint` state file) or a prefix.
 
     Raises:
       UserError naming the path and how to get a model when there is no checkpoint.
     """
     if os.path.isdir(init_checkpoint):
         path = tf.train.latest_checkpoint(init_checkpoint)
-        if path is None:
-            raise UserError(f"No checkpoint found in {init_checkpoint!r} (it has no "
-                            f"'checkpoint' state file naming one). {_SETUP_HINT}")
-        return path
+        if path is not None:
+            return path
+        # A released model unzipped without a `checkpoint` state file: its one prefix.
+        prefixes = sorted(p[:-len(".index")] for p in glob.glob(
+            os.path.join(glob.escape(init_checkpoint), "*.index"))
+            if not os.path.basename(p).startswith("."))
+        if len(prefixes) == 1:
+            return prefixes[0]
+        if prefixes:
+            raise UserError(f"{init_checkpoint!r} holds several checkpoints {prefixes} but "
+                            "no 'checkpoint' state file naming the latest; set "
+                            "init_checkpoint to one prefix.")
+        raise UserError(f"No checkpoint found in {init_checkpoint!r} (no 'checkpoint' "
+                        f"state file and no *.index file). {_SETUP_HINT}")
     if tf.io.gfile.exists(init_checkpoint + ".index"):
         return init_checkpoint
     raise UserError(f"No checkpoint at {init_checkpoint!r}: it is neither a directory nor "

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import configure_pretraining
 import finetune_run_fixtures as rf
 from finetune import feature_spec
 from finetune import finetune_model
@@ -20,6 +21,9 @@ from finetune import finetune_runner
 from finetune import init_checkpoint
 from model import modeling
 from model import optimization
+from pretrain import pretrain_helpers
+from pretrain import pretrain_model
+from util import checkpoint
 from util import training
 from util.cli import UserError
 
@@ -198,6 +202,25 @@ def test_init_errors_name_the_problem_and_the_fix(data_dir, pretrained):
     os.makedirs(missing)
     with pytest.raises(UserError, match=r"No checkpoint found in .*no_such_model"):
         init_checkpoint.resolve_checkpoint(missing)
+
+
+def test_a_real_pretraining_model_in_the_released_layout_initialises_the_encoder(
+        data_dir, tmp_path):
+    """pretrain.PretrainingModel's checkpoint, unzipped like a released model (prefix
+    <dir>/electra_tiny, no `checkpoint` state file), fills every encoder variable."""
+    pretrain_config = configure_pretraining.make_config(
+        data_dir, "x", {"model_hparam_overrides": rf.TINY_OVERRIDES,
+                        "embedding_size": rf.TINY_EMBEDDING})
+    special = pretrain_helpers.SpecialIds(pad=0, unk=100, cls=101, sep=102, mask=103)
+    pretraining = pretrain_model.PretrainingModel(pretrain_config, special)
+    stored = pretraining.named_variables()
+    prefix = tmp_path / "electra_tiny" / "electra_tiny"
+    checkpoint.save_checkpoint(stored, str(prefix))
+    named = _cola_model(data_dir).named_variables()
+    loaded = init_checkpoint.init_from_checkpoint(named, str(prefix.parent))
+    assert loaded == sorted(n for n in named if n.startswith("electra/"))
+    for name in loaded:
+        np.testing.assert_array_equal(named[name].numpy(), stored[name].numpy())
 
 
 def test_pretrained_size_hparams_come_from_pretrain_config(data_dir, pretrained):
