@@ -17,32 +17,43 @@ import tensorflow as tf
 
 from pretrain import pretrain_data
 
-SpecialIds = collections.namedtuple("SpecialIds", ["pad", "unk", "cls", "sep", "mask"])
-SpecialIds.__doc__ = "Ids of [PAD], [UNK], [CLS], [SEP], [MASK] (BERT uncased: 0 100 101 102 103)."
 _SPECIAL_TOKENS = {"pad": "[PAD]", "unk": "[UNK]", "cls": "[CLS]", "sep": "[SEP]",
                    "mask": "[MASK]"}
 
 
+class SpecialIds(collections.namedtuple("SpecialIds", ["pad", "unk", "cls", "sep", "mask"])):
+    """Ids of [PAD], [UNK], [CLS], [SEP], [MASK] (BERT uncased: 0 100 101 102 103)."""
+
+    __slots__ = ()
+
+    @classmethod
+    def from_vocab(cls, vocab):
+        """SpecialIds from a token->id dict (e.g. FullTokenizer.vocab).
+
+        Raises:
+          ValueError: a special token is missing (issue #8: SentencePiece vocabs).
+        """
+        missing = [tok for tok in _SPECIAL_TOKENS.values() if tok not in vocab]
+        if missing:
+            raise ValueError(f"The vocabulary lacks {missing}; ELECTRA needs BERT's special "
+                             f"tokens {list(_SPECIAL_TOKENS.values())}. Add them to vocab.txt.")
+        return cls(**{field: vocab[tok] for field, tok in _SPECIAL_TOKENS.items()})
+
+
 def special_ids_from_vocab(vocab):
-    """SpecialIds from a token->id dict (e.g. FullTokenizer.vocab).
-
-    Raises:
-      ValueError: a special token is missing (issue #8: SentencePiece vocabs).
-    """
-    missing = [tok for tok in _SPECIAL_TOKENS.values() if tok not in vocab]
-    if missing:
-        raise ValueError(f"The vocabulary lacks {missing}; ELECTRA needs BERT's special "
-                         f"tokens {list(_SPECIAL_TOKENS.values())}. Add them to vocab.txt.")
-    return SpecialIds(**{field: vocab[tok] for field, tok in _SPECIAL_TOKENS.items()})
+    """Same as SpecialIds.from_vocab."""
+    return SpecialIds.from_vocab(vocab)
 
 
-SpecialIds.from_vocab = staticmethod(special_ids_from_vocab)
-
-# Content hash of an example: sum_j (ids_j * w_j mod P) mod P for two fixed weight rows.
+# Content hash of an example: sum_j ((ids_j + 1) * w_j mod P) mod P for two fixed weight rows.
 # P = 2^31 - 1 keeps every product and the row sum inside int64 without overflow.
 _HASH_PRIME = 2 ** 31 - 1
 _HASH_WEIGHTS = np.random.RandomState(20200331).randint(1, _HASH_PRIME, size=(2, 4096))
-# Stream ids folded into the step seed so masking, the [MASK] coin and sampling differ.
+# "auto_select" may pick another generator under XLA or on GPU; fixing Philox keeps the
+# masks identical with and without jit_compile and across device types.
+_RNG_ALG = "philox"
+_UNIFORM_BITS = 24  # float32 mantissa: k / 2^24 is exact and < 1
+# Stream ids folded into the step seed so masking and sampling draw independent numbers.
 MASK_STREAM, SAMPLE_STREAM = 0, 1
 
 
@@ -69,17 +80,38 @@ def per_example_uniform(seed, keys, shape):
       keys: [B, 2] int32 from example_keys.
       shape: Python list, the per-example noise shape.
     """
+    return _per_example_uniform(seed, keys, tuple(shape))
+
+
+# A stateless op takes one seed, so the rows are drawn in a loop. Wrapping the loop in a
+# tf.function makes it a single graph op in eager mode too (an eager map_fn runs one
+# Python iteration per example, ~10x slower); inside a caller's graph it is inlined.
+@tf.function(reduce_retracing=True)
+def _per_example_uniform(seed, keys, shape):
     def one(key):
-        s = tf.random.experimental.stateless_fold_in(seed, key[0])
-        s = tf.random.experimental.stateless_fold_in(s, key[1])
-        return tf.random.stateless_uniform(shape, s)
+        s = tf.random.experimental.stateless_fold_in(seed, key[0], alg=_RNG_ALG)
+        s = tf.random.experimental.stateless_fold_in(s, key[1], alg=_RNG_ALG)
+        return _uniform(shape, s)
 
     return tf.map_fn(one, keys, fn_output_signature=tf.TensorSpec(shape, tf.float32))
 
 
+def _uniform(shape, seed):
+    """U[0, 1) float32 from stateless Philox integers.
+
+    TF's float stateless_uniform gives different numbers under XLA than on CPU/GPU,
+    while the raw Philox integers agree; converting them here keeps masks and samples
+    identical with and without jit_compile.
+    """
+    bits = tf.random.stateless_uniform(shape, seed, minval=None, maxval=None, dtype=tf.int32,
+                                       alg=_RNG_ALG)
+    low = tf.bitwise.bitwise_and(bits, (1 << _UNIFORM_BITS) - 1)
+    return tf.cast(low, tf.float32) * (1.0 / (1 << _UNIFORM_BITS))
+
+
 def stream_seed(seed, stream):
     """An independent [2] int32 seed for one use (stream) of the step seed."""
-    return tf.random.experimental.stateless_fold_in(seed, stream)
+    return tf.random.experimental.stateless_fold_in(seed, stream, alg=_RNG_ALG)
 
 
 def gather_positions(sequence, positions):
@@ -216,9 +248,8 @@ def mask(input_ids, input_mask, special_ids, mask_prob, max_predictions_per_seq,
 
     # Slots losing the 85% coin flip point at position 0, which scatter_update ignores.
     replace_positions = positions * tf.cast(noise[:, 1] < 0.85, tf.int32)
-    masked_ids, _ = scatter_update(input_ids, tf.fill(tf.shape(positions),
-                                                       tf.cast(special_ids.mask, input_ids.dtype)),
-                                   replace_positions)
+    mask_ids = tf.fill(tf.shape(positions), tf.cast(special_ids.mask, input_ids.dtype))
+    masked_ids, _ = scatter_update(input_ids, mask_ids, replace_positions)
     return pretrain_data.Inputs(
         input_ids=tf.stop_gradient(masked_ids), input_mask=input_mask,
         segment_ids=segment_ids, masked_lm_positions=positions,
@@ -252,7 +283,7 @@ def sample_from_softmax(logits, seed, temperature=1.0, disallow=None, keys=None)
     if disallow is not None:
         logits -= 1000.0 * tf.cast(disallow, tf.float32)
     if keys is None:
-        uniform = tf.random.stateless_uniform(tf.shape(logits), seed)
+        uniform = _uniform(tf.shape(logits), seed)
     else:
         uniform = per_example_uniform(seed, keys, logits.shape[1:].as_list())
     gumbel = -tf.math.log(-tf.math.log(uniform + 1e-9) + 1e-9)

@@ -34,8 +34,9 @@ masked_lm_positions / masked_lm_ids [B, N] int32, masked_lm_weights [B, N] float
 mlm_preds [B, N] int32 argmax; mlm_per_example_loss [B, N] -log p(original) per slot.
 sampled_tokids [B, N] int32 generator samples; input_mask [B, S] int32.
 masked_input_ids / fake_input_ids [B, S] int32: generator / discriminator inputs.
-disc_labels [B, S] int32 (1 = replaced; also set without a discriminator), disc_probs [B, S] float32, disc_preds [B, S]
-  int32 (logit > 0), disc_per_example_loss [B]; these zero without a discriminator.
+disc_labels [B, S] int32: 1 = replaced (set even without a discriminator).
+disc_probs [B, S] float32, disc_preds [B, S] int32 (logit > 0), disc_per_example_loss [B]:
+  zeros without a discriminator.
 """
 
 _ACTIVATIONS = {"gelu": modeling.gelu, "relu": tf.nn.relu, "tanh": tf.tanh, "linear": None}

@@ -265,3 +265,17 @@ def test_special_ids_from_real_vocab():
     del vocab["[MASK]"]
     with pytest.raises(ValueError, match=r"\[MASK\]"):
         ph.special_ids_from_vocab(vocab)
+
+
+def test_masks_and_samples_identical_with_xla():
+    ids, mask = random_batch(6, batch=4, seq=16)
+    ids, mask, seed = tf.constant(ids), tf.constant(mask), tf.constant([8, 1], tf.int64)
+
+    def draw():
+        out = ph.mask(ids, mask, SPECIAL, 0.3, 4, seed)
+        logits = tf.zeros([4, 4, 30])
+        sample = ph.sample_from_softmax(logits, seed, keys=ph.example_keys(ids))
+        return out.input_ids, out.masked_lm_positions, sample
+
+    for xla, eager in zip(tf.function(draw, jit_compile=True)(), draw()):
+        np.testing.assert_array_equal(xla.numpy(), eager.numpy())

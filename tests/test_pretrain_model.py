@@ -70,12 +70,14 @@ def expected_small(g):
     out = {"electra/embeddings/word_embeddings": (30522, 128),
            "electra/embeddings/position_embeddings": (512, 128),
            "electra/embeddings/token_type_embeddings": (2, 128),
-           "electra/embeddings/LayerNorm/gamma": (128,), "electra/embeddings/LayerNorm/beta": (128,),
+           "electra/embeddings/LayerNorm/gamma": (128,),
+           "electra/embeddings/LayerNorm/beta": (128,),
            "discriminator_predictions/dense/kernel": (256, 256),
            "discriminator_predictions/dense/bias": (256,),
            "discriminator_predictions/dense_1/kernel": (256, 1),
            "discriminator_predictions/dense_1/bias": (1,),
-           "generator_predictions/dense/kernel": (g, 128), "generator_predictions/dense/bias": (128,),
+           "generator_predictions/dense/kernel": (g, 128),
+           "generator_predictions/dense/bias": (128,),
            "generator_predictions/LayerNorm/gamma": (128,),
            "generator_predictions/LayerNorm/beta": (128,),
            "generator_predictions/output_bias": (30522,)}
@@ -99,7 +101,8 @@ def expected_small(g):
 def test_small_variable_names_and_shapes_match_spec(fraction, g):
     config = make_config(generator_hidden_size=fraction, max_seq_length=128,
                          max_predictions_per_seq=19)
-    model = pm.PretrainingModel(config, SPECIAL, modeling.get_bert_config("small", embedding_size=128))
+    small = modeling.get_bert_config("small", embedding_size=128)
+    model = pm.PretrainingModel(config, SPECIAL, small)
     got = shapes(model)
     assert got == expected_small(g)
     if g == 256:  # parameter counts quoted in spec f.1
