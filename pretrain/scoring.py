@@ -95,8 +95,8 @@ class TokenScorer:
         return TokenScores(tokens=tokens, replaced_probs=[float(p) for p in probs[0]],
                            fill_ins=named)
 
-    def score_ids(self, input_ids, top_k=5):
-        """input_ids: [B, S] int32 without padding.
+    def score_ids(self, input_ids, top_k=5, segment_ids=None):
+        """input_ids (and optional segment_ids, default 0): [B, S] int32 without padding.
 
         Returns:
           (probs [B, S] float32 of "replaced", per example {position: [(id, prob)] top_k}
@@ -104,14 +104,15 @@ class TokenScorer:
         """
         ids = tf.constant(input_ids, tf.int32)
         ones = tf.ones_like(ids)
-        zeros = tf.zeros_like(ids)
+        segments = tf.zeros_like(ids) if segment_ids is None else tf.constant(segment_ids,
+                                                                             tf.int32)
         model = self.model
-        hidden = model.discriminator(ids, ones, zeros, training=False).sequence_output
+        hidden = model.discriminator(ids, ones, segments, training=False).sequence_output
         probs = tf.sigmoid(model.discriminator_head(hidden)).numpy()
         fill_ins = [{} for _ in range(len(input_ids))]
         mask_at = np.argwhere(np.asarray(input_ids) == self.special_ids.mask)
         if len(mask_at) and (model.generator is not None or model.two_tower):
-            gen_probs = self._generator_probs(ids, ones, zeros, mask_at)  # [M, V]
+            gen_probs = self._generator_probs(ids, ones, segments, mask_at)  # [M, V]
             top = np.argsort(-gen_probs, axis=-1)[:, :top_k]
             for (b, pos), row, token_ids in zip(mask_at, gen_probs, top):
                 fill_ins[b][int(pos)] = [(int(t), float(row[t])) for t in token_ids]
