@@ -144,8 +144,40 @@ def _module_name(scope):
     return re.sub(r"\W", "_", scope)
 
 
+def _hash_uint32(x):
+    """lowbias32 integer hash (C. Wellons): well-mixed 32-bit output for counter inputs."""
+    for shift, multiplier in ((16, 0x7FEB352D), (15, 0x846CA68B)):
+        x = tf.bitwise.bitwise_xor(x, tf.bitwise.right_shift(x, tf.constant(shift, tf.uint32)))
+        x = x * tf.constant(multiplier, tf.uint32)
+    return tf.bitwise.bitwise_xor(x, tf.bitwise.right_shift(x, tf.constant(16, tf.uint32)))
+
+
+def dropout(x, rate):
+    """Inverted dropout: zeroes each element with probability `rate`, scales the rest.
+
+    Same distribution as tf.nn.dropout, but the mask comes from a counter-based integer
+    hash of (element index, one fresh stateful 32-bit seed per call). TF's Philox
+    random_uniform costs as much as a matmul per element on CPU and is ~50x slower still
+    under XLA; the hash is plain integer arithmetic that XLA fuses into one loop. The keep
+    threshold is exact to 2**-32.
+
+    Args:
+      x: float tensor of any shape (fewer than 2**32 elements).
+      rate: Python float in [0, 1).
+    Returns:
+      Tensor like x.
+    """
+    seed = tf.bitcast(tf.random.uniform([], -2**31, 2**31 - 1, dtype=tf.int32), tf.uint32)
+    shape = tf.shape(x)
+    counter = tf.bitcast(tf.range(tf.reduce_prod(shape), dtype=tf.int32), tf.uint32)
+    # Golden-ratio stride spreads consecutive counters before the hash mixes them.
+    bits = tf.reshape(_hash_uint32(counter * tf.constant(0x9E3779B9, tf.uint32) + seed), shape)
+    keep = bits >= tf.constant(int(round(rate * 2**32)), tf.uint32)
+    return tf.where(keep, x * tf.cast(1.0 / (1.0 - rate), x.dtype), tf.zeros_like(x))
+
+
 def _dropout(x, rate, training):
-    return tf.nn.dropout(x, rate=rate) if training and rate > 0 else x
+    return dropout(x, rate) if training and rate > 0 else x
 
 
 class Dense(tf.Module):
@@ -250,14 +282,16 @@ class TransformerLayer(tf.Module):
                        compute_dtype)
         qkv = tf.nn.bias_add(tf.matmul(tf.reshape(x, [-1, h]), kernel), bias)  # [B*S, 3H]
         qkv = tf.reshape(qkv, [batch, seq, 3, n, d])
-        qkv = tf.transpose(qkv, [2, 0, 3, 1, 4])  # [3, B, N, S, D]
+        # unstack, not qkv[i]: a strided slice's gradient writes a full-size zero tensor
+        # per slice, while unstack's gradient is one stack.
+        q, k, v = tf.unstack(tf.transpose(qkv, [2, 0, 3, 1, 4]))  # each [B, N, S, D]
         # Scaling q instead of the [B, N, S, S] scores is the same maths on a smaller tensor.
-        q = qkv[0] * tf.cast(1.0 / math.sqrt(d), compute_dtype)
-        scores = tf.matmul(q, qkv[1], transpose_b=True)  # [B, N, S, S]
+        q = q * tf.cast(1.0 / math.sqrt(d), compute_dtype)
+        scores = tf.matmul(q, k, transpose_b=True)  # [B, N, S, S]
         probs = tf.nn.softmax(tf.cast(scores, tf.float32) + mask_adder, axis=-1)
         probs = _dropout(tf.cast(probs, compute_dtype),
                          self.config.attention_probs_dropout_prob, training)
-        context = tf.matmul(probs, qkv[2])  # [B, N, S, D]
+        context = tf.matmul(probs, v)  # [B, N, S, D]
         context = tf.transpose(context, [0, 2, 1, 3])  # [B, S, N, D]
         return tf.reshape(context, [batch, seq, h])
 

@@ -329,3 +329,22 @@ def test_reduced_precision_close_to_fp32(dtype, atol):
     assert np.abs(out - ref).max() < atol
     assert np.abs(out - ref).mean() < atol / 5
     assert all(v.dtype == tf.float32 for v in model.variables)
+
+
+def test_dropout_statistics_and_gradient():
+    x = tf.ones([400, 500])
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        y = modeling.dropout(x, 0.1)
+        total = tf.reduce_sum(y)
+    values = np.unique(y.numpy())
+    np.testing.assert_allclose(values, [0.0, 1 / 0.9], rtol=1e-6)
+    keep = y.numpy() != 0
+    # 200k Bernoulli(0.9) draws: std of the mean is 6.7e-4, so 0.003 is ~4.5 sigma.
+    assert abs(keep.mean() - 0.9) < 0.003
+    assert abs(keep[:, :250].mean() - keep[:, 250:].mean()) < 0.006  # no positional bias
+    grad = tape.gradient(total, x).numpy()
+    np.testing.assert_allclose(grad, keep / 0.9, rtol=1e-6)
+    other = modeling.dropout(x, 0.1).numpy() != 0
+    assert 0.15 < (keep != other).mean() < 0.21  # fresh mask per call: 2 * 0.9 * 0.1 = 0.18
+    assert np.all(modeling.dropout(x, 0.0).numpy() == 1.0)
