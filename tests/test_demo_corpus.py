@@ -6,12 +6,13 @@ from util import demo_corpus
 
 
 def test_corpus_is_deterministic_prose(tmp_path):
-    path, n_docs = demo_corpus.write_corpus(str(tmp_path / "a"))
+    paths, n_docs = demo_corpus.write_corpus(str(tmp_path / "a"))
     again, _ = demo_corpus.write_corpus(str(tmp_path / "b"))
-    text = open(path, encoding="utf-8").read()
-    assert text == open(again, encoding="utf-8").read()
+    assert len(paths) == 4
+    text = "".join(open(p, encoding="utf-8").read() for p in paths)
+    assert text == "".join(open(p, encoding="utf-8").read() for p in again)
+    assert text.count("\n\n") == n_docs  # one blank line after each document
     assert n_docs > 1000 and len(text) > 500_000
-    assert "\n\n" in text  # documents are separated by blank lines
     words = text.split()
     assert sum(w.lower() in ("the", "a", "of", "to", "is") for w in words) / len(words) > 0.05
 

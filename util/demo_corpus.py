@@ -61,29 +61,33 @@ def docstring_paragraphs(doc):
     return paragraphs
 
 
-def write_corpus(corpus_dir, stdlib_dir=None):
-    """Writes the docstring corpus as one text file; returns (path, n_documents)."""
-    lines, n_docs = [], 0
+def write_corpus(corpus_dir, stdlib_dir=None, num_files=4):
+    """Writes the docstring corpus as `num_files` text files (so builders can run
+    one process per file); returns (list of paths, n_documents)."""
+    docs = []
     for doc in stdlib_docstrings(stdlib_dir):
-        lines.extend(docstring_paragraphs(doc))
-        lines.append("")
-        n_docs += 1
-    path = os.path.join(corpus_dir, "stdlib_docstrings.txt")
-    io_utils.write_text("\n".join(lines) + "\n", path)
-    return path, n_docs
+        docs.append("\n".join(docstring_paragraphs(doc)) + "\n\n")
+    per_file = -(-len(docs) // num_files)
+    paths = []
+    for i in range(num_files):
+        path = os.path.join(corpus_dir, f"stdlib_docstrings_{i}.txt")
+        io_utils.write_text("".join(docs[i * per_file:(i + 1) * per_file]), path)
+        paths.append(path)
+    return paths, len(docs)
 
 
-def prose_sentences(corpus_path, min_words=6, max_words=25):
-    """Distinct, mostly-prose sentences of the corpus, in corpus order."""
+def prose_sentences(corpus_paths, min_words=6, max_words=25):
+    """Distinct, mostly-prose sentences of the corpus files, in corpus order."""
     seen, sentences = set(), []
-    with open(corpus_path, encoding="utf-8") as f:
-        for line in f:
-            for sentence in _SENTENCE_END.split(line.strip()):
-                n_words = len(sentence.split())
-                if (min_words <= n_words <= max_words and _WORDY.match(sentence)
-                        and sentence not in seen):
-                    seen.add(sentence)
-                    sentences.append(sentence)
+    for path in corpus_paths:
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                for sentence in _SENTENCE_END.split(line.strip()):
+                    n_words = len(sentence.split())
+                    if (min_words <= n_words <= max_words and _WORDY.match(sentence)
+                            and sentence not in seen):
+                        seen.add(sentence)
+                        sentences.append(sentence)
     return sentences
 
 
@@ -98,7 +102,7 @@ def swap_two_words(sentence, rng):
     return None
 
 
-def write_acceptability_task(corpus_path, task_dir, n_train=2000, n_dev=400, seed=0):
+def write_acceptability_task(corpus_paths, task_dir, n_train=2000, n_dev=400, seed=0):
     """Writes CoLA-format train.tsv / dev.tsv (no header: source, label, mark, text).
 
     Half the sentences are left as written (label 1), half get two words swapped
@@ -107,7 +111,7 @@ def write_acceptability_task(corpus_path, task_dir, n_train=2000, n_dev=400, see
         (n_train_rows, n_dev_rows).
     """
     rng = random.Random(seed)
-    sentences = prose_sentences(corpus_path)
+    sentences = prose_sentences(corpus_paths)
     rng.shuffle(sentences)
     counts = []
     offset = 0
