@@ -261,6 +261,10 @@ MIRRORED_SCRIPT = textwrap.dedent("""
 
     one = run(tf.distribute.OneDeviceStrategy("/cpu:0"))
     two = run(tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]))
+    # Single-worker MultiWorkerMirrored (collective ops, one replica) takes the same path.
+    multi = run(tf.distribute.MultiWorkerMirroredStrategy())
+    for name in one:
+        np.testing.assert_allclose(multi[name][0], one[name][0], rtol=1e-5, atol=1e-6)
     for name in one:
         assert two[name].shape[0] == 2, name
         np.testing.assert_allclose(two[name][0], two[name][1], atol=0, err_msg=name)
