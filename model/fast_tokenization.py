@@ -114,7 +114,8 @@ class FastTokenizer:
         """Returns (ids [total] int32, row_lengths [len(lines)] int64) for ASCII lines."""
         ids, lengths = [np.zeros(0, np.int32)], [np.zeros(0, np.int64)]
         for start in range(0, len(lines), _BATCH_LINES):
-            ragged = self._tokenizer.tokenize(self._prepare_ascii(lines[start:start + _BATCH_LINES]))
+            batch = self._prepare_ascii(lines[start:start + _BATCH_LINES])
+            ragged = self._tokenizer.tokenize(batch)
             ids.append(ragged.flat_values.numpy())
             lengths.append(ragged.row_lengths().numpy())
         return np.concatenate(ids), np.concatenate(lengths)

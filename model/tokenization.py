@@ -20,8 +20,9 @@ Spec d.3. The reference processes text in these steps, and so do we:
    remainder becomes a single [UNK].
 
 For speed the per-token loops of the reference are replaced by whole-string C-level
-operations (`str.translate` with lazily filled per-character tables, `str.lower`,
-`unicodedata.normalize`) and WordPiece results are cached per word. Doing steps 4-5 on
+operations (for ASCII text a control-character check, `str.lower` and one regex
+`findall`; otherwise `str.translate` with lazily filled per-character tables, `str.lower`
+and `unicodedata.normalize`), and WordPiece results are cached per word. Doing steps 4-5 on
 the whole cleaned string rather than per whitespace token gives the same result because
 the separators are plain spaces (or U+2028/9): they are neither cased nor case-ignorable
 (so Greek final-sigma lower-casing sees the same context) and are canonical starters (so
@@ -194,11 +195,6 @@ def load_vocab(vocab_file):
         raise VocabError(f"Vocab file {path} lacks the special token(s) {', '.join(missing)}"
                          f" (a SentencePiece-style vocab will not work). {fix}")
     return vocab
-
-
-def whitespace_tokenize(text):
-    """Splits `text` on whitespace (Python's definition) and drops empty pieces."""
-    return text.split()
 
 
 class BasicTokenizer:

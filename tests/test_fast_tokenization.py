@@ -21,7 +21,8 @@ needs_data = pytest.mark.skipif(not VOCAB.is_file() or not CORPUS,
                                 reason=f"shared data (vocab, corpus) not found under {DATA}")
 
 EDGE_LINES = [
-    "", "Hello, World!", "a\x01b\x7fc\x0bd\x0ce\x1cf", "[SEP] [sep] [UNK]", "x" * 200, "x" * 201,
+    "", "Hello, World!", "a\x01b\x7fc\x0bd\x0ce\x1cf", "[SEP] [sep] [UNK]",
+    "x" * 200, "x" * 201,
     "tab\tcr\rnewline\ninside", "Naïve café", "   ", "中文 mixed ascii", "$5^2`~|<>=+#@%&*",
     "don't STOP", "UPPER lower MiXeD", "\x00", "emoji 😀", b"bytes \xc3\xa9 \xff ok", b"plain bytes",
     "ends with newline\n", "\n\n",
@@ -47,7 +48,8 @@ def test_available_is_bool():
 @needs_data
 @pytest.mark.parametrize("lower,strip", [(True, True), (False, True), (True, False)])
 def test_edge_lines_match_full_tokenizer(lower, strip):
-    fast, full = fast_tokenization.FastTokenizer(VOCAB, lower, strip), FullTokenizer(VOCAB, lower, strip)
+    fast = fast_tokenization.FastTokenizer(VOCAB, lower, strip)
+    full = FullTokenizer(VOCAB, lower, strip)
     expected = [full.text_to_ids(line) for line in EDGE_LINES]
     assert fast.tokenize_to_ids(EDGE_LINES) == expected
     # Line order must survive any mix of fast-path and fallback lines.

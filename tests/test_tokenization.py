@@ -34,22 +34,32 @@ SMALL_VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "want", "##want", "
 CONFIGS = [(True, True), (True, False), (False, True)]  # (do_lower_case, strip_accents)
 
 HARD_CASES = [
-    "Naïve café Ångström São Paulo résumé ﬁancé", "ÀÉÎÕÜ àéîõü ÇçÑñ", "İstanbul ΟΔΟΣ ΣΊΣΥΦΟΣ.",
-    "中文字符 漢字かなカナ한국어 𠀋𪜀 兀", "emoji 😀👍🏽 👨‍👩‍👧 ❤️ flags 🇺🇸", "a\x00b\x01c\x7fd\x1fe\x0bf\x0cg",
-    "zero\u200bwidth\u200cjoin\u200dx\ufeffy", "replace\ufffdchar", "x" * 200, "y" * 201,
-    "unwanted" * 30, "[SEP] [CLS] [MASK] [PAD] [UNK] [unused0]", "e\u0301 a\u0300\u0316 \u0301 \u20dd",
-    "non\u00a0breaking\u2009thin\u3000ideographic\u202fnarrow", "tab\tnew\nline\rcr\u2028ls\u2029ps\x85nel",
-    "\ue000private\U000f0000use \U000e0001tag \ud800surrogate \u0378unassigned", "\u1fef\u1fed\u0387\u037e",
-    "\u212a\u2126 \uff21\uff42\uff43 \u00bd\u00b2 \u2160", "don't stop—believin’ “quoted” …", "$5^2`~|<>=+",
-    "مرحبا بالعالم हिन्दी ภาษาไทย", "   ", "", "\u0301\u0302", "##a ##", "Σ Σ. aΣ aΣb",
+    "Naïve café Ångström São Paulo résumé ﬁancé",
+    "ÀÉÎÕÜ àéîõü ÇçÑñ",
+    "İstanbul ΟΔΟΣ ΣΊΣΥΦΟΣ. Σ Σ. aΣ aΣb",  # dotted I, Greek final sigma
+    "中文字符 漢字かなカナ한국어 𠀋𪜀 兀",  # CJK incl. extension B and a compatibility ideograph
+    "emoji 😀👍🏽 👨‍👩‍👧 ❤️ flags 🇺🇸",
+    "a\x00b\x01c\x7fd\x1fe\x0bf\x0cg",  # NUL and ASCII controls are deleted
+    "zero\u200bwidth\u200cjoin\u200dx\ufeffy replace\ufffdchar",
+    "x" * 200, "y" * 201, "unwanted" * 30,  # 200-character limit
+    "[SEP] [CLS] [MASK] [PAD] [UNK] [unused0]",
+    "e\u0301 a\u0300\u0316 \u0301 \u20dd \u0301\u0302",  # combining marks (Mn, Me)
+    "non\u00a0breaking\u2009thin\u3000ideographic\u202fnarrow",
+    "tab\tnew\nline\rcr\u2028ls\u2029ps\x85nel",
+    "\ue000private\U000f0000use \U000e0001tag \ud800surrogate \u0378unassigned",
+    "\u1fef\u1fed\u0387\u037e",  # NFD turns U+1FEF (not punctuation) into "`"
+    "\u212a\u2126 \uff21\uff42\uff43 \u00bd\u00b2 \u2160",  # Kelvin, Ohm, fullwidth
+    "don't stop—believin’ “quoted” …", "$5^2`~|<>=+",
+    "مرحبا بالعالم हिन्दी ภาษาไทย",
+    "   ", "", "##a ##",
 ]
 
 
 @pytest.fixture(scope="module")
 def oracle():
-    """Returns make(do_lower_case, strip_accents) -> bert-tensorflow FullTokenizer (ELECTRA rules)."""
-    bert_tok = pytest.importorskip(
-        "bert.tokenization", reason="bert-tensorflow (BERT's reference tokenizer) not installed")
+    """make(do_lower_case, strip_accents) -> bert-tensorflow FullTokenizer with ELECTRA's rules."""
+    bert_tok = pytest.importorskip("bert.tokenization",
+                                   reason="bert-tensorflow (BERT's tokenizer) not installed")
 
     def electra_is_control(char):
         return char not in "\t\n\r" and unicodedata.category(char).startswith("C")
