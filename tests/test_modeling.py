@@ -63,6 +63,12 @@ def test_config_validation():
         tiny_config(num_attention_heads=5)
     with pytest.raises(ValueError, match="hidden_act"):
         tiny_config(hidden_act="swish")
+    with pytest.raises(ValueError, match="attention_probs_dropout_prob must be in"):
+        tiny_config(attention_probs_dropout_prob=1.0)
+    with pytest.raises(ValueError, match="vocab_size must be a positive int"):
+        tiny_config(vocab_size=0)
+    with pytest.raises(ValueError, match="rate must be in"):
+        modeling.dropout(tf.ones([2]), 1.0)
 
 
 def test_generator_config():
