@@ -2,6 +2,7 @@
 
 import math
 import os
+from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -13,6 +14,7 @@ import tensorflow as tf
 from model import modeling
 
 BATCH, SEQ, VOCAB, HIDDEN = 13, 7, 99, 32
+VOCAB_FILE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "vocab" / "vocab.txt"
 
 
 def tiny_config(**overrides):
@@ -43,6 +45,21 @@ def test_get_bert_config_sizes():
     large = modeling.get_bert_config("large", vocab_size=100, embedding_size=64)
     assert (large.hidden_size, large.num_hidden_layers, large.num_attention_heads,
             large.vocab_size, large.embedding_size) == (1024, 24, 16, 100, 64)
+
+
+@pytest.mark.skipif(not VOCAB_FILE.exists(), reason=f"shared data vocab missing: {VOCAB_FILE}")
+def test_default_vocab_size_matches_real_vocab_and_embeds_it():
+    lines = VOCAB_FILE.read_text(encoding="utf-8").splitlines()
+    cfg = modeling.get_bert_config("small", embedding_size=128)
+    assert cfg.vocab_size == len(lines) == 30522
+    # Ids of real special tokens ([PAD]=0, [CLS]=101, [SEP]=102, [MASK]=103, last id) embed.
+    ids = [[lines.index("[CLS]"), lines.index("[MASK]"), len(lines) - 1, lines.index("[SEP]"),
+            lines.index("[PAD]")]]
+    embeddings = modeling.Embeddings(cfg)
+    out = embeddings(tf.constant(ids), tf.zeros([1, 5], tf.int32))
+    assert out.shape == (1, 5, 128)
+    with pytest.raises(tf.errors.InvalidArgumentError):
+        embeddings(tf.constant([[len(lines)]]), tf.zeros([1, 1], tf.int32))
 
 
 def test_get_bert_config_overrides_rederive_heads_and_ffn():
