@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import tarfile
+import tempfile
 import time
 from pathlib import Path
 
@@ -20,7 +21,7 @@ import tensorflow as tf
 
 import build_openwebtext_pretraining_dataset
 import build_pretraining_dataset
-from model import tokenization
+from model import fast_tokenization, tokenization
 from pretrain import dataset_builder as db
 
 REPO = Path(__file__).resolve().parents[1]
@@ -82,9 +83,13 @@ def events_of(paths, tokenizer, blanks_separate_docs=True):
     return events
 
 
-def reference_build(events, rng, max_len, cls_id, sep_id):
-    """Spec d.2, step by step. Returns dicts: ids, buffer, two_seg_target, flushed."""
-    out, buffer, target = [], [], max_len
+def reference_build(events, rng, max_len, cls_id, sep_id, state=None):
+    """Spec d.2, step by step. Returns dicts: ids, buffer, two_seg_target, flushed.
+
+    `state` (a dict) carries the target length across calls with the same rng.
+    """
+    state = {} if state is None else state
+    out, buffer, target = [], [], state.get("target", max_len)
     for event in events:
         if event is not None:
             buffer.append(event)
@@ -109,6 +114,8 @@ def reference_build(events, rng, max_len, cls_id, sep_id):
                         flushed=event is None))
         buffer = []
         target = rng.randint(5, max_len) if rng.random() < 0.05 else max_len
+    assert not buffer, "events must end with a document boundary"
+    state["target"] = target
     return out
 
 
@@ -140,6 +147,22 @@ def built(tmp_path_factory, tokenizer):
                                 tokenizer.vocab["[CLS]"], tokenizer.vocab["[SEP]"])
     return dict(out=root / "out", corpus=corpus, metadata=metadata, paths=paths,
                 examples=read_in_write_order(root / "out", 3), reference=reference)
+
+
+def test_encoder_matches_protobuf_serialisation():
+    rng = random.Random(5)
+    encoder = db.ExampleEncoder(MAX_LEN, 30521)
+    for _ in range(300):
+        length = rng.randint(3, MAX_LEN)
+        first = rng.randint(2, length)
+        ids = [rng.randrange(30522) for _ in range(length)]
+        segments = [0] * first + [1] * (length - first) + [0] * (MAX_LEN - length)
+        features = {"input_ids": ids + [0] * (MAX_LEN - length),
+                    "input_mask": [1] * length + [0] * (MAX_LEN - length), "segment_ids": segments}
+        expected = tf.train.Example(features=tf.train.Features(feature={
+            k: tf.train.Feature(int64_list=tf.train.Int64List(value=v))
+            for k, v in features.items()})).SerializeToString(deterministic=True)
+        assert encoder.encode(db.PackedExample(ids, first)) == expected
 
 
 def test_examples_equal_reference_algorithm(built):
@@ -202,3 +225,232 @@ def test_reproducible_with_seed_and_metadata(built, tmp_path):
     assert sum(meta["examples_per_file"].values()) == meta["num_examples"]
     db.build_dataset(config(tmp_path / "other", seed=1), db.list_corpus_files(built["corpus"]))
     assert read_in_write_order(tmp_path / "other", 3) != built["examples"]
+
+
+def test_parallel_run_equals_its_jobs_run_one_by_one(tmp_path):
+    """2 processes: job j writes shards i % 2 == j from files k % 2 == j, and the result
+    does not depend on scheduling (it equals running each job alone)."""
+    corpus = make_corpus(tmp_path / "corpus")
+    inputs = db.list_corpus_files(corpus)
+    cfg = config(tmp_path / "par", num_processes=2, num_out_files=4)
+    metadata = db.build_dataset(cfg, inputs)
+    seq_cfg = config(tmp_path / "seq", num_processes=2, num_out_files=4)
+    os.makedirs(seq_cfg.output_dir)
+    for job_id in range(2):
+        result = db.run_job(job_id, seq_cfg, inputs)
+        assert sorted(result.shard_counts) == [db.shard_name(i, 4) for i in range(job_id, 4, 2)]
+        for temp, final in result.temp_to_final.items():
+            name = os.path.basename(final)
+            assert Path(temp).read_bytes() == (tmp_path / "par" / name).read_bytes()
+            assert metadata["examples_per_file"][name] == result.shard_counts[name] > 0
+
+
+@pytest.mark.skipif(not fast_tokenization.available(), reason="tensorflow-text not installed")
+def test_fast_tokenizer_path_gives_identical_shards(tmp_path):
+    corpus = make_corpus(tmp_path / "corpus", names=FILES[:1])
+    # Invalid UTF-8, control characters and U+FFFD must not change anything either.
+    (tmp_path / "corpus" / "zz_bytes.txt").write_bytes(
+        b"caf\xc3\xa9 \xff\xfe broken\x00 bytes \xef\xbf\xbd here\n\nsecond\x07 doc\n")
+    for kind in ("python", "fast"):
+        meta = db.build_dataset(config(tmp_path / kind, tokenizer=kind),
+                                db.list_corpus_files(corpus))
+        assert meta["tokenizer"] == kind
+    for i in range(3):
+        name = db.shard_name(i, 3)
+        assert (tmp_path / "fast" / name).read_bytes() == (tmp_path / "python" / name).read_bytes()
+
+
+def test_invalid_utf8_is_replaced_and_dropped(tmp_path, tokenizer):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "a.txt").write_bytes(b"caf\xc3\xa9 \xff\xfebroken bytes\x00 here\n")
+    db.build_dataset(config(tmp_path / "out", num_out_files=1), db.list_corpus_files(str(corpus)))
+    (ids, mask, _), = read_shard(tmp_path / "out" / db.shard_name(0, 1))
+    # As the reference's decode(errors="ignore"): the bad bytes vanish, joining "broken".
+    expected = tokenizer.convert_tokens_to_ids(tokenizer.tokenize("café broken bytes here"))
+    assert ids[:sum(mask)] == [tokenizer.vocab["[CLS]"]] + expected + [tokenizer.vocab["[SEP]"]]
+
+
+def _write_owt(data_dir, documents, members_per_archive=3):
+    """openwebtext/*.xz archives, each an xz tar of one-document .txt files."""
+    owt = Path(data_dir) / "openwebtext"
+    owt.mkdir(parents=True)
+    os.symlink(VOCAB, Path(data_dir) / "vocab.txt")
+    for a in range(0, len(documents), members_per_archive):
+        with tarfile.open(owt / f"urlsf_subset{a:02d}.xz", "w:xz") as tar:
+            for k, text in enumerate(documents[a:a + members_per_archive]):
+                member = Path(data_dir) / f"doc{a + k}.txt"
+                member.write_text(text, encoding="utf-8")
+                tar.add(member, arcname=f"{a + k:04d}-{k}.txt")
+    return sorted(str(p) for p in owt.iterdir())
+
+
+def test_openwebtext_layout_and_document_boundaries(tmp_path, tokenizer):
+    text = (CORPUS / FILES[0]).read_text(encoding="utf-8")
+    # Documents keep inner blank lines, which must NOT split them.
+    documents = [d.replace(". ", ".\n\n", 3) for d in text.split("\n\n")[:8]]
+    archives = _write_owt(tmp_path, documents)
+    argv = ["--data-dir", str(tmp_path), "--num-out-files", "2", "--tokenizer", "python"]
+    assert build_openwebtext_pretraining_dataset.main(argv) == 0
+    out = tmp_path / "pretrain_tfrecords"
+    meta = db.load_metadata(str(out))
+    assert meta["blanks_separate_docs"] is False and meta["num_input_files"] == len(archives)
+    assert not list(Path(tempfile.gettempdir()).glob("electra_owt_*"))  # temp dirs removed
+    rng = random.Random("0:0")
+    rng.shuffle(archives)
+    reference, state = [], {}
+    for archive in archives:  # members are shuffled only when their archive is reached
+        with tarfile.open(archive, "r:xz") as tar:
+            names = sorted(m.name for m in tar.getmembers())
+        rng.shuffle(names)
+        events = []
+        for name in names:
+            lines = documents[int(name[:4])].split("\n")
+            events += [tokenizer.text_to_ids(line) for line in lines if line.strip()] + [None]
+        reference += reference_build(events, rng, MAX_LEN, tokenizer.vocab["[CLS]"],
+                                     tokenizer.vocab["[SEP]"], state)
+    examples = read_in_write_order(out, 2)
+    assert [e[0] for e in examples] == [r["ids"] + [0] * (MAX_LEN - len(r["ids"])) for r in reference]
+    assert len(examples) == meta["num_examples"] == sum(meta["examples_per_file"].values())
+
+
+def run_cli(argv, capsys):
+    code = build_pretraining_dataset.main(argv)
+    return code, capsys.readouterr().err
+
+
+def cli_args(corpus, out, *extra):
+    return ["--corpus-dir", str(corpus), "--vocab-file", str(VOCAB), "--output-dir", str(out),
+            "--num-out-files", "2", "--tokenizer", "python", *extra]
+
+
+def test_bad_corpus_dirs_give_one_clear_error(tmp_path, capsys):
+    code, err = run_cli(cli_args(tmp_path / "missing", tmp_path / "out"), capsys)
+    assert code == 2 and "is not a directory" in err
+    (tmp_path / "empty" / "sub").mkdir(parents=True)
+    code, err = run_cli(cli_args(tmp_path / "empty", tmp_path / "out"), capsys)
+    assert code == 2 and "holds no text files" in err
+    (tmp_path / "empty" / "a.txt").write_text("")
+    code, err = run_cli(cli_args(tmp_path / "empty", tmp_path / "out"), capsys)
+    assert code == 2 and "only empty files" in err
+    (tmp_path / "empty" / "a.txt").write_text("\n \n\x00\x01\n")  # nothing the tokenizer keeps
+    code, err = run_cli(cli_args(tmp_path / "empty", tmp_path / "out"), capsys)
+    assert code == 2 and "No examples were built" in err
+    assert not (tmp_path / "out" / db.METADATA_NAME).exists()
+    assert os.listdir(tmp_path / "out") == []  # the empty shards were not published
+
+
+def test_bad_vocab_and_lengths_give_one_clear_error(tmp_path, capsys):
+    corpus = make_corpus(tmp_path / "corpus", names=FILES[:1])
+    vocab = tmp_path / "sp_vocab.txt"
+    vocab.write_text("<unk>\n<s>\n</s>\nthe\n")
+    argv = cli_args(corpus, tmp_path / "out")
+    argv[argv.index("--vocab-file") + 1] = str(vocab)
+    code, err = run_cli(argv, capsys)
+    assert code == 2 and "lacks the special token" in err and "[PAD]" in err
+    for length in ("7", "513"):
+        code, err = run_cli(cli_args(corpus, tmp_path / "out", "--max-seq-length", length), capsys)
+        assert code == 2 and f"--max-seq-length {length} is out of range" in err
+    code, err = run_cli(cli_args(corpus, tmp_path / "out", "--num-processes", "3"), capsys)
+    assert code == 2 and "--num-out-files (2) must be at least --num-processes (3)" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_shortest_length_builds_valid_examples(tmp_path):
+    corpus = make_corpus(tmp_path / "corpus", names=FILES[:1])
+    db.build_dataset(config(tmp_path / "out", max_seq_length=8, num_out_files=1),
+                     db.list_corpus_files(corpus))
+    rows = read_shard(tmp_path / "out" / db.shard_name(0, 1))
+    assert len(rows) > 1000 and all(len(ids) == 8 and ids[0] == 101 for ids, _, _ in rows)
+
+
+@pytest.mark.parametrize("text, value", [("true", True), ("False", False), ("no", False),
+                                         ("yes", True), ("0", False), ("1", True)])
+def test_blanks_separate_docs_flag_parses_booleans(text, value):
+    assert build_pretraining_dataset.str_to_bool(text) is value
+
+
+def test_blanks_separate_docs_flag_rejects_junk(capsys):
+    with pytest.raises(SystemExit):
+        build_pretraining_dataset.main(cli_args("c", "o", "--blanks-separate-docs", "maybe"))
+    assert "expected true/false" in capsys.readouterr().err
+
+
+def test_output_dir_with_foreign_files_is_refused_and_kept(tmp_path, capsys):
+    corpus = make_corpus(tmp_path / "corpus", names=FILES[:1])
+    out = tmp_path / "out"
+    out.mkdir()
+    for name in ("notes.txt", "model.ckpt-1.index", "pretrain_data.tfrecord-x"):
+        (out / name).write_text("keep me")
+    code, err = run_cli(cli_args(corpus, out), capsys)
+    assert code == 2 and "did not write" in err and "notes.txt" in err and "model.ckpt-1.index" in err
+    assert sorted(os.listdir(out)) == ["model.ckpt-1.index", "notes.txt", "pretrain_data.tfrecord-x"]
+    assert all((out / n).read_text() == "keep me" for n in os.listdir(out))
+
+
+def test_interrupted_run_then_rerun_equals_uninterrupted(tmp_path, monkeypatch):
+    corpus = make_corpus(tmp_path / "corpus", names=FILES[:1])
+    inputs = db.list_corpus_files(corpus)
+    db.build_dataset(config(tmp_path / "clean"), inputs)
+    out = tmp_path / "out"
+    real, calls = db.ExampleEncoder.encode, []
+
+    def failing(self, example):
+        calls.append(1)
+        if len(calls) == 300:
+            raise KeyboardInterrupt("simulated kill mid-write")
+        return real(self, example)
+
+    monkeypatch.setattr(db.ExampleEncoder, "encode", failing)
+    with pytest.raises(KeyboardInterrupt):
+        db.build_dataset(config(out), inputs)
+    monkeypatch.undo()
+    assert os.listdir(out) == []  # no partial shard under a final name, temporaries gone
+    # Leftovers of a SIGKILLed run and of an older run with other flags are replaced.
+    (out / ".pretrain_data.tfrecord-1-of-3.tmp-999-dead").write_bytes(b"partial")
+    (out / "pretrain_data.tfrecord-7-of-9").write_bytes(b"old")
+    (out / db.METADATA_NAME).write_text("{}")
+    db.build_dataset(config(out), inputs)
+    assert sorted(os.listdir(out)) == sorted(os.listdir(tmp_path / "clean"))
+    for name in os.listdir(out):
+        assert (out / name).read_bytes() == (tmp_path / "clean" / name).read_bytes()
+
+
+def test_killed_process_then_rerun_equals_uninterrupted(tmp_path):
+    corpus = make_corpus(tmp_path / "corpus", names=FILES[1:])
+    out = tmp_path / "out"
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    process = subprocess.Popen([sys.executable, str(REPO / "build_pretraining_dataset.py"),
+                                *cli_args(corpus, out)], cwd=REPO, env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and process.poll() is None:
+        if out.exists() and any(n.startswith(".") for n in os.listdir(out)):
+            break  # shards are open: the run is mid-way
+        time.sleep(0.005)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (out / db.METADATA_NAME).exists(), "the run finished before it could be killed"
+    assert not any(n.startswith("pretrain_data.tfrecord") for n in os.listdir(out))
+    inputs = db.list_corpus_files(corpus)
+    db.build_dataset(config(out, num_out_files=2), inputs)
+    db.build_dataset(config(tmp_path / "clean", num_out_files=2), inputs)
+    assert sorted(os.listdir(out)) == sorted(os.listdir(tmp_path / "clean"))
+    for name in os.listdir(out):
+        assert (out / name).read_bytes() == (tmp_path / "clean" / name).read_bytes()
+
+
+def test_openwebtext_unsafe_or_broken_archives_are_refused(tmp_path, capsys):
+    archives = _write_owt(tmp_path, ["a document.\n"])
+    with tarfile.open(archives[0], "w:xz") as tar:
+        tar.add(tmp_path / "doc0.txt", arcname="../escape.txt")
+    argv = ["--data-dir", str(tmp_path), "--num-out-files", "1", "--tokenizer", "python"]
+    assert build_openwebtext_pretraining_dataset.main(argv) == 2
+    assert "Refusing to extract" in capsys.readouterr().err
+    assert not (tmp_path / "escape.txt").exists() and not (tmp_path.parent / "escape.txt").exists()
+    Path(archives[0]).write_bytes(b"not xz at all")
+    assert build_openwebtext_pretraining_dataset.main(argv) == 2
+    assert "must be an xz-compressed tar" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert build_openwebtext_pretraining_dataset.main(["--data-dir", str(tmp_path / "empty")]) == 2
+    assert "No *.xz archives" in capsys.readouterr().err
