@@ -5,9 +5,11 @@ k % --num-processes); blank lines separate documents. See pretrain/dataset_build
 """
 
 import argparse
+import os
 import sys
 
 from pretrain import dataset_builder
+from pretrain.dataset_builder import DatasetError
 
 _TRUE, _FALSE = ("true", "yes", "1", "t", "y"), ("false", "no", "0", "f", "n")
 
@@ -19,6 +21,22 @@ def str_to_bool(text: str) -> bool:
     if text.strip().lower() in _FALSE:
         return False
     raise argparse.ArgumentTypeError(f"expected true/false, yes/no or 1/0, got {text!r}")
+
+
+def list_corpus_files(corpus_dir: str) -> list[str]:
+    """The regular, non-hidden files directly in corpus_dir, sorted by name."""
+    if not os.path.isdir(corpus_dir):
+        raise DatasetError(f"--corpus-dir {corpus_dir} is not a directory; pass the "
+                           "directory holding the raw text files.")
+    paths = [os.path.join(corpus_dir, n) for n in sorted(os.listdir(corpus_dir))
+             if not n.startswith(".") and os.path.isfile(os.path.join(corpus_dir, n))]
+    if not paths:
+        raise DatasetError(f"--corpus-dir {corpus_dir} holds no text files (subdirectories "
+                           "are not searched); put the corpus files directly in it.")
+    if all(os.path.getsize(p) == 0 for p in paths):
+        raise DatasetError(f"--corpus-dir {corpus_dir} holds only empty files; there is no "
+                           "text to build examples from.")
+    return paths
 
 
 def add_common_flags(parser: argparse.ArgumentParser) -> None:
@@ -67,8 +85,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = config_from_args(args, args.vocab_file, args.output_dir,
                                   args.blanks_separate_docs)
-        dataset_builder.build_dataset(config, dataset_builder.list_corpus_files(args.corpus_dir))
-    except dataset_builder.DatasetError as err:
+        dataset_builder.build_dataset(config, list_corpus_files(args.corpus_dir))
+    except DatasetError as err:
         print(f"Error: {err}", file=sys.stderr)
         return 2
     return 0

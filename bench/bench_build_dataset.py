@@ -22,6 +22,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import build_pretraining_dataset  # pylint: disable=wrong-import-position
 from pretrain import dataset_builder  # pylint: disable=wrong-import-position
 
 DATA = REPO.parent / "shared" / "data"
@@ -58,7 +59,8 @@ def time_tokenizer(config, corpus: Path) -> tuple[float, float, int]:
 
 def time_build(config, corpus: Path) -> tuple[float, dict]:
     start = time.perf_counter()
-    metadata = dataset_builder.build_dataset(config, dataset_builder.list_corpus_files(str(corpus)))
+    inputs = build_pretraining_dataset.list_corpus_files(str(corpus))
+    metadata = dataset_builder.build_dataset(config, inputs)
     return time.perf_counter() - start, metadata
 
 

@@ -395,22 +395,6 @@ def prepare_output_dir(output_dir: str) -> None:
     io_utils.mkdir(output_dir)
 
 
-def list_corpus_files(corpus_dir: str) -> list[str]:
-    """The regular, non-hidden files directly in corpus_dir, sorted by name."""
-    if not os.path.isdir(corpus_dir):
-        raise DatasetError(f"--corpus-dir {corpus_dir} is not a directory; pass the directory "
-                           "holding the raw text files.")
-    paths = [os.path.join(corpus_dir, n) for n in sorted(os.listdir(corpus_dir))
-             if not n.startswith(".") and os.path.isfile(os.path.join(corpus_dir, n))]
-    if not paths:
-        raise DatasetError(f"--corpus-dir {corpus_dir} holds no text files (subdirectories are "
-                           "not searched); put the corpus files directly in it.")
-    if all(os.path.getsize(p) == 0 for p in paths):
-        raise DatasetError(f"--corpus-dir {corpus_dir} holds only empty files; there is no "
-                           "text to build examples from.")
-    return paths
-
-
 def _sha256(path: str) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
@@ -453,7 +437,8 @@ def build_dataset(config: BuildConfig, inputs: list[str],
                               counts[shard_name(i, config.num_out_files)]
                               for i in range(config.num_out_files)},
         "vocab_file": os.path.abspath(config.vocab_file),
-        "vocab_sha256": _sha256(config.vocab_file), "vocab_size": max(full_tokenizer.vocab.values()) + 1,
+        "vocab_sha256": _sha256(config.vocab_file),
+        "vocab_size": max(full_tokenizer.vocab.values()) + 1,
         "do_lower_case": config.do_lower_case, "strip_accents": config.strip_accents,
         "blanks_separate_docs": config.blanks_separate_docs, "seed": config.seed,
         "num_processes": config.num_processes, "tokenizer": tokenizer_kind,

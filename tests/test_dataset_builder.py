@@ -24,6 +24,8 @@ import build_pretraining_dataset
 from model import fast_tokenization, tokenization
 from pretrain import dataset_builder as db
 
+list_corpus_files = build_pretraining_dataset.list_corpus_files
+
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"
 CORPUS, VOCAB = DATA / "corpus", DATA / "vocab" / "vocab.txt"
@@ -139,7 +141,7 @@ def built(tmp_path_factory, tokenizer):
     """A 1-process build of two corpus files, plus the reference examples."""
     root = tmp_path_factory.mktemp("built")
     corpus = make_corpus(root / "corpus")
-    metadata = db.build_dataset(config(root / "out"), db.list_corpus_files(corpus))
+    metadata = db.build_dataset(config(root / "out"), list_corpus_files(corpus))
     rng = random.Random("0:0")
     paths = sorted(os.path.join(corpus, n) for n in FILES)
     rng.shuffle(paths)
@@ -178,7 +180,8 @@ def test_layout_segments_and_mask(built, tokenizer):
         assert len(ids) == len(mask) == len(segments) == MAX_LEN
         length = sum(mask)
         assert mask == [1] * length + [0] * (MAX_LEN - length) and length >= 3
-        assert ids[0] == cls_id and ids[length - 1] == sep_id and ids[length:] == [0] * (MAX_LEN - length)
+        assert ids[0] == cls_id and ids[length - 1] == sep_id
+        assert ids[length:] == [0] * (MAX_LEN - length)
         seps = [i for i in range(length) if ids[i] == sep_id]
         assert seps[-1] == length - 1 and len(seps) in (1, 2) and seps[0] >= 2
         expected = [0] * (seps[0] + 1) + [1] * (length - seps[0] - 1) + [0] * (MAX_LEN - length)
@@ -199,7 +202,8 @@ def test_tokens_follow_corpus_order(built, tokenizer):
 
 
 def test_shares_consistent_with_algorithm(built):
-    """Draw counts are Binomial(n, 0.1 / 0.05); the no-B share matches what the line lengths imply."""
+    """Draw counts are Binomial(n, 0.1) / (n, 0.05); the share of examples without B
+    matches what the algorithm implies for these very line lengths."""
     n, meta = len(built["examples"]), built["metadata"]
     for count, p in ((meta["single_segment_examples"], 0.1), (meta["random_target_lengths"], 0.05)):
         assert abs(count - n * p) < 4.5 * math.sqrt(n * p * (1 - p)), (count, n, p)
@@ -215,7 +219,7 @@ def test_shares_consistent_with_algorithm(built):
 
 
 def test_reproducible_with_seed_and_metadata(built, tmp_path):
-    db.build_dataset(config(tmp_path / "again"), db.list_corpus_files(built["corpus"]))
+    db.build_dataset(config(tmp_path / "again"), list_corpus_files(built["corpus"]))
     for i in range(3):
         name = db.shard_name(i, 3)
         assert (tmp_path / "again" / name).read_bytes() == (built["out"] / name).read_bytes()
@@ -223,7 +227,7 @@ def test_reproducible_with_seed_and_metadata(built, tmp_path):
     assert meta == built["metadata"]
     assert meta["max_seq_length"] == MAX_LEN and meta["vocab_sha256"].startswith("07eced37")
     assert sum(meta["examples_per_file"].values()) == meta["num_examples"]
-    db.build_dataset(config(tmp_path / "other", seed=1), db.list_corpus_files(built["corpus"]))
+    db.build_dataset(config(tmp_path / "other", seed=1), list_corpus_files(built["corpus"]))
     assert read_in_write_order(tmp_path / "other", 3) != built["examples"]
 
 
@@ -231,7 +235,7 @@ def test_parallel_run_equals_its_jobs_run_one_by_one(tmp_path):
     """2 processes: job j writes shards i % 2 == j from files k % 2 == j, and the result
     does not depend on scheduling (it equals running each job alone)."""
     corpus = make_corpus(tmp_path / "corpus")
-    inputs = db.list_corpus_files(corpus)
+    inputs = list_corpus_files(corpus)
     cfg = config(tmp_path / "par", num_processes=2, num_out_files=4)
     metadata = db.build_dataset(cfg, inputs)
     seq_cfg = config(tmp_path / "seq", num_processes=2, num_out_files=4)
@@ -253,7 +257,7 @@ def test_fast_tokenizer_path_gives_identical_shards(tmp_path):
         b"caf\xc3\xa9 \xff\xfe broken\x00 bytes \xef\xbf\xbd here\n\nsecond\x07 doc\n")
     for kind in ("python", "fast"):
         meta = db.build_dataset(config(tmp_path / kind, tokenizer=kind),
-                                db.list_corpus_files(corpus))
+                                list_corpus_files(corpus))
         assert meta["tokenizer"] == kind
     for i in range(3):
         name = db.shard_name(i, 3)
@@ -264,7 +268,7 @@ def test_invalid_utf8_is_replaced_and_dropped(tmp_path, tokenizer):
     corpus = tmp_path / "corpus"
     corpus.mkdir()
     (corpus / "a.txt").write_bytes(b"caf\xc3\xa9 \xff\xfebroken bytes\x00 here\n")
-    db.build_dataset(config(tmp_path / "out", num_out_files=1), db.list_corpus_files(str(corpus)))
+    db.build_dataset(config(tmp_path / "out", num_out_files=1), list_corpus_files(str(corpus)))
     (ids, mask, _), = read_shard(tmp_path / "out" / db.shard_name(0, 1))
     # As the reference's decode(errors="ignore"): the bad bytes vanish, joining "broken".
     expected = tokenizer.convert_tokens_to_ids(tokenizer.tokenize("café broken bytes here"))
@@ -310,7 +314,8 @@ def test_openwebtext_layout_and_document_boundaries(tmp_path, tokenizer):
         reference += reference_build(events, rng, MAX_LEN, tokenizer.vocab["[CLS]"],
                                      tokenizer.vocab["[SEP]"], state)
     examples = read_in_write_order(out, 2)
-    assert [e[0] for e in examples] == [r["ids"] + [0] * (MAX_LEN - len(r["ids"])) for r in reference]
+    padded = [r["ids"] + [0] * (MAX_LEN - len(r["ids"])) for r in reference]
+    assert [e[0] for e in examples] == padded
     assert len(examples) == meta["num_examples"] == sum(meta["examples_per_file"].values())
 
 
@@ -359,7 +364,7 @@ def test_bad_vocab_and_lengths_give_one_clear_error(tmp_path, capsys):
 def test_shortest_length_builds_valid_examples(tmp_path):
     corpus = make_corpus(tmp_path / "corpus", names=FILES[:1])
     db.build_dataset(config(tmp_path / "out", max_seq_length=8, num_out_files=1),
-                     db.list_corpus_files(corpus))
+                     list_corpus_files(corpus))
     rows = read_shard(tmp_path / "out" / db.shard_name(0, 1))
     assert len(rows) > 1000 and all(len(ids) == 8 and ids[0] == 101 for ids, _, _ in rows)
 
@@ -383,14 +388,16 @@ def test_output_dir_with_foreign_files_is_refused_and_kept(tmp_path, capsys):
     for name in ("notes.txt", "model.ckpt-1.index", "pretrain_data.tfrecord-x"):
         (out / name).write_text("keep me")
     code, err = run_cli(cli_args(corpus, out), capsys)
-    assert code == 2 and "did not write" in err and "notes.txt" in err and "model.ckpt-1.index" in err
-    assert sorted(os.listdir(out)) == ["model.ckpt-1.index", "notes.txt", "pretrain_data.tfrecord-x"]
+    assert code == 2 and "did not write" in err
+    assert "notes.txt" in err and "model.ckpt-1.index" in err
+    kept = ["model.ckpt-1.index", "notes.txt", "pretrain_data.tfrecord-x"]
+    assert sorted(os.listdir(out)) == kept
     assert all((out / n).read_text() == "keep me" for n in os.listdir(out))
 
 
 def test_interrupted_run_then_rerun_equals_uninterrupted(tmp_path, monkeypatch):
     corpus = make_corpus(tmp_path / "corpus", names=FILES[:1])
-    inputs = db.list_corpus_files(corpus)
+    inputs = list_corpus_files(corpus)
     db.build_dataset(config(tmp_path / "clean"), inputs)
     out = tmp_path / "out"
     real, calls = db.ExampleEncoder.encode, []
@@ -432,7 +439,7 @@ def test_killed_process_then_rerun_equals_uninterrupted(tmp_path):
     process.wait()
     assert not (out / db.METADATA_NAME).exists(), "the run finished before it could be killed"
     assert not any(n.startswith("pretrain_data.tfrecord") for n in os.listdir(out))
-    inputs = db.list_corpus_files(corpus)
+    inputs = list_corpus_files(corpus)
     db.build_dataset(config(out, num_out_files=2), inputs)
     db.build_dataset(config(tmp_path / "clean", num_out_files=2), inputs)
     assert sorted(os.listdir(out)) == sorted(os.listdir(tmp_path / "clean"))
