@@ -36,6 +36,8 @@ import re
 import unicodedata
 from pathlib import Path
 
+from util.cli import UserError
+
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 
 # Cap on cached distinct words; the cache is simply cleared when it fills (a corpus's
@@ -60,8 +62,11 @@ ASCII_DELETE_CONTROL = str.maketrans("", "", ASCII_CONTROL)
 _ASCII_WORD_RE = re.compile(r"[^\s!-/:-@\[-`{-~]+|[!-/:-@\[-`{-~]")
 
 
-class VocabError(ValueError):
-    """The vocabulary file is missing, unreadable or lacks a special token."""
+class VocabError(UserError):
+    """The vocabulary file is missing, unreadable or lacks a special token.
+
+    A util.cli.UserError (so also a ValueError): scripts print it as one line, exit 2.
+    """
 
 
 def _is_whitespace(char):

@@ -22,6 +22,7 @@ import pytest
 from model import tokenization
 from model.tokenization import (BasicTokenizer, FullTokenizer, VocabError,
                                 WordpieceTokenizer, load_vocab)
+from util.cli import UserError
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 VOCAB = DATA / "vocab" / "vocab.txt"
@@ -151,7 +152,8 @@ def test_load_vocab_errors(tmp_path):
     bad.write_bytes(b"[PAD]\n[UNK]\n\xff\n")
     with pytest.raises(VocabError, match="not valid UTF-8"):
         load_vocab(bad)
-    assert issubclass(VocabError, ValueError)
+    # A util.cli.UserError (still a ValueError): the scripts print one line, exit 2.
+    assert issubclass(VocabError, UserError) and issubclass(VocabError, ValueError)
 
 
 @needs_data
