@@ -17,7 +17,6 @@ encoder and optimizer (model/), the one training loop, checkpoints and strategie
 
 from __future__ import annotations
 
-import inspect
 import os
 import shutil
 
@@ -35,7 +34,6 @@ from finetune.qa import qa_scorer
 from finetune.qa import qa_tasks
 from model import modeling
 from model import optimization
-from model import tokenization
 from util import checkpoint
 from util import config_utils
 from util import distribute
@@ -67,34 +65,6 @@ def make_run_config(data_dir, model_name, hparams):
     log("Model sizes from", os.path.join(config.pretrained_model_dir,
                                          init_checkpoint.PRETRAIN_CONFIG_FILE), sizes)
     return configure_finetuning.make_config(data_dir, model_name, {**user, **sizes})
-
-
-def build_tasks(config):
-    """The config's tasks; unknown names and bad vocab files become UserErrors."""
-    valid = task_builder.valid_task_names()
-    unknown = [name for name in config.task_names if name not in valid]
-    if unknown:
-        raise UserError(f"unknown task name(s) {unknown} in task_names. Valid task names: "
-                        f"{', '.join(valid)}.")
-    try:
-        tokenizer = tokenization.FullTokenizer(config.vocab_file,
-                                               do_lower_case=config.do_lower_case)
-    except tokenization.VocabError as e:
-        raise UserError(str(e)) from None
-    return task_builder.get_tasks(config, tokenizer)
-
-
-def get_scorer(task, split):
-    """task.get_scorer for `split` (GLUE scorers take no split argument)."""
-    if "split" in inspect.signature(task.get_scorer).parameters:
-        return task.get_scorer(split=split)
-    return task.get_scorer()
-
-
-def eval_splits(task):
-    """dev, plus any extra split the task evaluates (tagging: test.txt when present)."""
-    getter = getattr(task, "get_eval_splits", None)
-    return getter() if getter is not None else ["dev"]
 
 
 class ModelRunner:
@@ -194,7 +164,7 @@ class ModelRunner:
 
     def evaluate_task(self, task, split="dev"):
         """Runs the scorer of `task` over `split`; returns the filled scorer."""
-        scorer = get_scorer(task, split)
+        scorer = task.get_scorer(split)
         for example_outputs in self.predictions(task, split):
             scorer.update(example_outputs)
         return scorer
@@ -209,7 +179,7 @@ class ModelRunner:
         for task in self.tasks:
             log(f"Evaluating {task.name}")
             metrics = {}
-            for split in eval_splits(task):
+            for split in task.get_eval_splits():
                 scorer = self.evaluate_task(task, split)
                 prefix = "" if split == "dev" else split + "_"
                 metrics.update(scorer.get_results(prefix=prefix))
@@ -243,7 +213,7 @@ class ModelRunner:
     def _write_qa_test_outputs(self, task, split, trial):
         """{question id: answer, "" when the null score exceeds qa_na_threshold} JSON."""
         c = self.config
-        scorer = task.get_scorer(split=split)
+        scorer = task.get_scorer(split)
         for example_outputs in self.predictions(task, split):
             scorer.update(example_outputs)
         predictions, null_odds = scorer.decode()
@@ -335,7 +305,8 @@ def run_finetuning(config):
     """
     strategy = distribute.get_strategy(config.distribution_strategy, config.tpu_name,
                                        config.tpu_zone, config.gcp_project)
-    tasks = build_tasks(config)
+    # Unknown task names and bad vocab files raise UserError (one line, exit 2).
+    tasks = task_builder.get_tasks(config)
     if config.init_checkpoint:
         init_checkpoint.resolve_checkpoint(config.init_checkpoint)  # fail before featurising
     try:

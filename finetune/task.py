@@ -1,4 +1,9 @@
-"""Abstract fine-tuning `Task` (examples, featurize, feature specs, head, scorer)."""
+"""Abstract fine-tuning `Task` (examples, featurize, feature specs, head, scorer).
+
+Every family implements the same signatures (`get_scorer(split="dev")`,
+`get_eval_splits()`), so the runner never special-cases one. Malformed task data
+raises `DataError`, a util.cli.UserError: the scripts print one line and exit 2.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +15,33 @@ import tensorflow as tf
 
 from finetune import feature_spec
 from finetune import scorer
+from util.cli import UserError
+
+
+class DataError(UserError):
+    """A task's data file is malformed or does not match the task's saved state; the
+    message names the file, the place in it and the fix (run_main: one line, exit 2)."""
+
+
+def first_non_utf8_line(path: str) -> int:
+    """1-based number of the first line of `path` that is not valid UTF-8 (0: none).
+
+    Text-mode reads decode in blocks, so the line counter of a reader that hit a
+    UnicodeDecodeError may lag the bad line; this finds the real one.
+    """
+    with open(path, "rb") as f:
+        for number, line in enumerate(f, 1):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError:
+                return number
+    return 0
+
+
+def not_utf8_error(path: str, err: UnicodeDecodeError) -> DataError:
+    """The DataError for a text data file that is not UTF-8, naming the bad line."""
+    return DataError(f"{path}: line {first_non_utf8_line(path)} is not valid UTF-8 "
+                     f"({err.reason}); re-save the file as UTF-8.")
 
 
 class Example:

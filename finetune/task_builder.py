@@ -17,6 +17,7 @@ import importlib
 from typing import Any, Callable
 
 from finetune import task as task_lib
+from util.cli import UserError
 
 # Modules that register tasks when imported (a missing optional module is skipped).
 _TASK_MODULES = (
@@ -68,18 +69,27 @@ def valid_task_names() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def _unknown_task_error(names: list[str]) -> UserError:
+    """The one message for unknown names: lists every valid name and where to fix it."""
+    return UserError(f"unknown task name(s) {names} in task_names. Valid task names: "
+                     f"{', '.join(valid_task_names())}. Fix task_names in --hparams.")
+
+
 def get_task(config: Any, task_name: str, tokenizer: Any) -> task_lib.Task:
-    """Builds one task by name; an unknown name raises listing the valid names."""
+    """Builds one task by name; an unknown name raises a UserError listing valid names."""
     _load_task_modules()
     cls = _REGISTRY.get(task_name)
     if cls is None:
-        raise ValueError(f"Unknown task {task_name!r}. Valid task names: "
-                         f"{', '.join(valid_task_names())}. Fix task_names in --hparams.")
+        raise _unknown_task_error([task_name])
     return cls(config, tokenizer)
 
 
 def get_tasks(config: Any, tokenizer: Any = None) -> list[task_lib.Task]:
     """Builds the tasks of `config.task_names`.
+
+    The names are checked before the tokenizer is built, so a bad name is reported
+    first; every problem here is the user's to fix and raises util.cli.UserError
+    (task_names empty, repeated or unknown; the vocab's VocabError is one too).
 
     Args:
       config: a FinetuningConfig (task_names, vocab_file, do_lower_case, ...).
@@ -88,14 +98,14 @@ def get_tasks(config: Any, tokenizer: Any = None) -> list[task_lib.Task]:
     """
     names = list(config.task_names)
     if not names:
-        raise ValueError("task_names is empty; name at least one task, e.g. "
-                         '--hparams \'{"task_names": ["cola"]}\'.')
+        raise UserError("task_names is empty; name at least one task, e.g. "
+                        '--hparams \'{"task_names": ["cola"]}\'.')
     if len(set(names)) != len(names):
-        raise ValueError(f"task_names {names} lists a task more than once.")
+        raise UserError(f"task_names {names} lists a task more than once; list each "
+                        "task once.")
     unknown = [n for n in names if n not in valid_task_names()]
     if unknown:
-        raise ValueError(f"Unknown task name(s) {unknown}. Valid task names: "
-                         f"{', '.join(valid_task_names())}. Fix task_names in --hparams.")
+        raise _unknown_task_error(unknown)
     if tokenizer is None:
         from model import tokenization  # deferred: only needed when none is passed in
         tokenizer = tokenization.FullTokenizer(config.vocab_file,

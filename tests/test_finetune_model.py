@@ -19,6 +19,7 @@ from finetune import feature_spec
 from finetune import finetune_model
 from finetune import finetune_runner
 from finetune import init_checkpoint
+from finetune import task_builder
 from model import modeling
 from model import optimization
 from pretrain import pretrain_helpers
@@ -69,7 +70,7 @@ def _batch(tasks, examples_per_task, n_padding, max_seq_length):
 @pytest.fixture(scope="module")
 def model_and_batch(data_dir):
     config = _config(data_dir)
-    tasks = finetune_runner.build_tasks(config)
+    tasks = task_builder.get_tasks(config)
     tf.random.set_seed(0)
     model = finetune_model.FinetuningModel(rf.tiny_bert_config(), tasks)
     batch = _batch(tasks, (3, 2, 2, 1), 2, config.max_seq_length)
@@ -116,7 +117,7 @@ def test_variable_names_follow_the_fine_tuning_checkpoint_layout(model_and_batch
 
 def test_layerwise_lr_gives_every_variable_of_every_task_family_its_depth(data_dir):
     config = _config(data_dir, layerwise_lr_decay=0.8)
-    tasks = finetune_runner.build_tasks(config)
+    tasks = task_builder.get_tasks(config)
     runner = finetune_runner.ModelRunner(config, tasks, None, tf.distribute.get_strategy(),
                                          rf.tiny_bert_config())
     optimizer = runner._optimizer()  # pylint: disable=protected-access
@@ -144,7 +145,7 @@ def test_layerwise_lr_gives_every_variable_of_every_task_family_its_depth(data_d
 
 def test_layerwise_lr_off_gives_plain_learning_rate(data_dir):
     config = _config(data_dir, ("cola",), layerwise_lr_decay=0.0)
-    tasks = finetune_runner.build_tasks(config)
+    tasks = task_builder.get_tasks(config)
     runner = finetune_runner.ModelRunner(config, tasks, None, tf.distribute.get_strategy(),
                                          rf.tiny_bert_config())
     assert set(runner._optimizer().lr_multipliers) == {1.0}  # pylint: disable=protected-access
@@ -158,7 +159,7 @@ def pretrained(data_dir):
 def _cola_model(data_dir, bert_config=None):
     config = _config(data_dir, ("cola",))
     return finetune_model.FinetuningModel(bert_config or rf.tiny_bert_config(),
-                                          finetune_runner.build_tasks(config))
+                                          task_builder.get_tasks(config))
 
 
 def test_init_loads_the_discriminator_and_leaves_heads_fresh(data_dir, pretrained):
@@ -241,7 +242,7 @@ def test_pretrained_size_hparams_come_from_pretrain_config(data_dir, pretrained)
 def test_training_with_the_shared_loop_fits_a_small_real_batch(data_dir):
     """Learning check: 16 real CoLA sentences are memorised in 40 steps."""
     config = _config(data_dir, ("cola",))
-    tasks = finetune_runner.build_tasks(config)
+    tasks = task_builder.get_tasks(config)
     tf.random.set_seed(1)
     model = finetune_model.FinetuningModel(rf.tiny_bert_config(), tasks)
     train = tasks[0].get_examples("train")

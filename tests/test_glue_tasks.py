@@ -1,18 +1,23 @@
 """GLUE tasks on the real files: columns, headers, labels, featurisation, bad rows, heads."""
 
 import abc
+import csv
 import pickle
+import types
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from finetune import feature_spec
+from finetune import scorer as scorer_lib
 from finetune import task as task_lib
 from finetune import task_builder
+from finetune.classification import classification_metrics as cm
 from finetune.classification import classification_tasks as ct
 from finetune.classification import glue_outputs
 from model import modeling
+from util.cli import UserError
 import finetune_fixtures as fx
 
 ALL_TASKS = ["chunk", "cola", "mnli", "mrpc", "qnli", "qqp", "rte", "sst", "sts", "wnli"]
@@ -41,10 +46,42 @@ def test_registry_has_every_task():
 
 def test_unknown_task_name_lists_valid_names(tmp_path):
     config = fx.make_config(tmp_path, ["colaa"])
-    with pytest.raises(ValueError, match="Unknown task name.*colaa") as info:
-        task_builder.get_tasks(config, tokenizer=object())
+    # Checked before the tokenizer is built: vocab_file does not exist here.
+    with pytest.raises(UserError, match=r"unknown task name\(s\) \['colaa'\]") as info:
+        task_builder.get_tasks(config)
     for name in ALL_TASKS:
         assert name in str(info.value)
+    with pytest.raises(UserError, match=r"unknown task name\(s\) \['nope'\].*cola, "):
+        task_builder.get_task(config, "nope", tokenizer=object())
+
+
+def test_empty_or_repeated_task_names_are_user_errors(tmp_path):
+    # FinetuningConfig itself rejects an empty list; get_tasks also serves other configs.
+    with pytest.raises(UserError, match="task_names is empty"):
+        task_builder.get_tasks(types.SimpleNamespace(task_names=()), tokenizer=object())
+    with pytest.raises(UserError, match=r"\['cola', 'sst', 'cola'\] lists a task more"):
+        task_builder.get_tasks(fx.make_config(tmp_path, ["cola", "sst", "cola"]),
+                               tokenizer=object())
+
+
+# Every family answers get_scorer(split) and get_eval_splits() through the base-class
+# signature, so the runner needs no per-family special case.
+EXPECTED_SCORERS = {"cola": cm.MCCScorer, "mrpc": cm.F1Scorer, "qqp": cm.F1Scorer,
+                    "sts": cm.RegressionScorer, "sst": cm.AccuracyScorer,
+                    "mnli": cm.AccuracyScorer, "qnli": cm.AccuracyScorer,
+                    "rte": cm.AccuracyScorer, "wnli": cm.AccuracyScorer}
+
+
+def test_every_task_takes_a_split_in_get_scorer_and_has_eval_splits(data_dir):
+    for name in task_builder.valid_task_names():
+        task = get_task(data_dir, name)
+        positional, keyword = task.get_scorer("dev"), task.get_scorer(split="dev")
+        assert isinstance(positional, scorer_lib.Scorer), name
+        assert type(positional) is type(keyword) is type(task.get_scorer()), name
+        if name in EXPECTED_SCORERS:
+            assert type(positional) is EXPECTED_SCORERS[name], name
+        # The shared-data chunk dir has no test.txt, so every task evaluates dev only.
+        assert task.get_eval_splits() == ["dev"], name
 
 
 def test_abstract_methods_are_enforced():
@@ -189,6 +226,29 @@ def test_bad_rows_are_warned_with_line_number_skipped_and_counted(tmp_path, caps
     out = capsys.readouterr().out
     assert f"{data}/finetuning_data/rte/dev.tsv:3: skipping row" in out
     assert "2 bad rows skipped" in out
+
+
+def test_unreadable_tsv_is_one_user_error_naming_file_and_line(tmp_path):
+    data = fx.make_data_dir(tmp_path, tasks=())
+    path = data / "finetuning_data" / "rte" / "dev.tsv"
+    fx.write_tsv(path, [["index", "sentence1", "sentence2", "label"]]
+                 + [[str(i), "a", "b", "entailment"] for i in range(3000)])
+    with open(path, "ab") as f:  # line 3002, past the first 8 KB decoding block
+        f.write(b"3000\tcaf\xe9\tb\tentailment\n")
+    task = get_task(data, "rte")
+    with pytest.raises(task_lib.DataError,
+                       match=rf"{path}: line 3002 is not valid UTF-8 \(invalid continuation"):
+        task.get_examples("dev")
+    assert issubclass(task_lib.DataError, UserError)
+    fx.write_tsv(path, [["index", "sentence1", "sentence2", "label"],
+                        ["0", "a" * 50, "b", "entailment"]])
+    previous_limit = csv.field_size_limit(10)  # a field of 50 characters is now too long
+    try:
+        with pytest.raises(task_lib.DataError, match=rf"{path}: line 2 cannot be read as "
+                           r"tab-separated text \(field larger than field limit"):
+            task.get_examples("dev")
+    finally:
+        csv.field_size_limit(previous_limit)
 
 
 def test_qqp_layout_and_sts_bad_score(tmp_path):

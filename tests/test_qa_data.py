@@ -14,6 +14,7 @@ import pytest
 import configure_finetuning
 from finetune import task_builder
 from finetune.qa import qa_data
+from util.cli import UserError
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 SQUAD_V1 = DATA / "squad" / "dev-v1.1.reconstructed.json"
@@ -105,8 +106,10 @@ def test_unrecoverable_and_out_of_range_answers_are_failures(tmp_path):
 ])
 def test_bad_squad_files_raise_one_clear_error(tmp_path, content, message):
     path = _write(tmp_path / "t.json", content)
-    with pytest.raises(qa_data.QADataError, match=message):
+    with pytest.raises(qa_data.QADataError, match=message) as info:
         qa_data.read_squad(path, "squadv1", True, False)
+    # A UserError: run_finetuning prints it as one line and exits 2 (no traceback).
+    assert isinstance(info.value, UserError) and "\n" not in str(info.value)
 
 
 def test_v2_training_needs_is_impossible(tmp_path):

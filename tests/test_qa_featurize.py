@@ -11,6 +11,7 @@ import pytest
 from finetune.qa import qa_data
 from finetune.qa import qa_featurize
 from model import tokenization
+from util.cli import UserError
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 VOCAB = DATA / "vocab" / "vocab.txt"
@@ -78,8 +79,9 @@ def test_question_truncation_and_improved_span(tiny_tokenizer):
 
 
 def test_featurize_errors(tiny_tokenizer):
-    with pytest.raises(qa_featurize.FeaturizeError, match="doc_stride must be >= 1"):
+    with pytest.raises(qa_featurize.FeaturizeError, match="doc_stride must be >= 1") as info:
         qa_featurize.QAFeaturizer(tiny_tokenizer, 10, 64, 0)
+    assert isinstance(info.value, UserError)  # a settings problem: one line, exit 2
     featurizer = qa_featurize.QAFeaturizer(tiny_tokenizer, 6, 64, 128)
     with pytest.raises(qa_featurize.FeaturizeError, match="leaves no room for the document"):
         featurizer.featurize(_example("a b".split(), 0, 0, "a"), False)

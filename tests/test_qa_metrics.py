@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from finetune.qa import squad_eval
+from util.cli import UserError
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 SQUAD_V1 = DATA / "squad" / "dev-v1.1.reconstructed.json"
@@ -78,8 +79,9 @@ def test_evaluate_mrqa_skips_missing_predictions():
     assert squad_eval.evaluate_mrqa(answers, preds) == {"exact_match": 50.0, "f1": 50.0}
     counted = squad_eval.evaluate_mrqa(answers, preds, skip_no_answer=False)
     assert counted["exact_match"] == pytest.approx(100 / 3)
-    with pytest.raises(squad_eval.EvalInputError, match="no question has a prediction"):
+    with pytest.raises(squad_eval.EvalInputError, match="no question has a prediction") as e:
         squad_eval.evaluate_mrqa(answers, {"zzz": "x"})
+    assert isinstance(e.value, UserError)
 
 
 def _v2_case():

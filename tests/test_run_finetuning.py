@@ -216,12 +216,41 @@ def test_bad_inputs_give_one_clear_error_and_exit_code_2(data_dir, capsys):
     assert (Path(str(foreign) + "_1") / "notes.txt").exists()
 
 
-def test_script_exit_code_and_single_line_message(data_dir):
+def _bad_input_dir(root, case):
+    """<root> as --data-dir for model "m" (no pre-trained model: init_checkpoint null)
+    holding one user mistake; returns the --hparams dict that runs into it."""
+    special = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    words = ["the", "a", "who", "is", "?"]
+    vocab = [t for t in special if case != "vocab_without_unk" or t != "[UNK]"] + words
+    (root / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
+    hparams = {**rf.FAST_HPARAMS, "model_hparam_overrides": rf.TINY_OVERRIDES,
+               "embedding_size": rf.TINY_EMBEDDING, "init_checkpoint": None}
+    if case == "unknown_task":
+        return {**hparams, "task_names": ["nope"]}
+    squad = root / "finetuning_data" / "squad"
+    squad.mkdir(parents=True)
+    (squad / "train.json").write_text('{"data": [{"paragraphs": [', encoding="utf-8")
+    return {**hparams, "task_names": ["squad"]}
+
+
+@pytest.mark.parametrize("case, message", [
+    ("unknown_task", r"error: unknown task name\(s\) \['nope'\] in task_names\. Valid "
+                     r"task names: .*cola, .*squad.*\. Fix task_names in --hparams\."),
+    ("malformed_squad", r"error: .*train\.json: not valid JSON \(Expecting value: line 1 "
+                        r"column 27 \(char 26\)\); the file may be truncated or not a "
+                        r"SQuAD-format file\."),
+    ("vocab_without_unk", r"error: Vocab file .*vocab\.txt lacks the special token\(s\) "
+                          r"\[UNK\].*build_vocab\.py\."),
+])
+def test_script_user_errors_are_one_line_and_exit_code_2(tmp_path, case, message):
+    hparams = _bad_input_dir(tmp_path, case)
     result = subprocess.run(
-        [sys.executable, str(REPO / "run_finetuning.py"), "--data-dir", data_dir,
-         "--model-name", "tiny", "--hparams", '{"task_names": ["nope"]}'],
+        [sys.executable, str(REPO / "run_finetuning.py"), "--data-dir", str(tmp_path),
+         "--model-name", "m", "--hparams", json.dumps(hparams)],
         capture_output=True, text=True, cwd=REPO, timeout=300, check=False)
-    assert result.returncode == 2
-    assert result.stderr.strip().splitlines()[-1].startswith(
-        "error: unknown task name(s) ['nope']")
+    assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr
+    error_lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(error_lines) == 1 and re.fullmatch(message, error_lines[0]), result.stderr
+    assert result.stderr.rstrip().endswith(error_lines[0])  # the last thing printed
+    assert not (tmp_path / "models" / "m" / "finetuning_models").exists()

@@ -6,9 +6,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from finetune import task as task_lib
 from finetune import task_builder
 from finetune.tagging import tagging_metrics as tm
 from finetune.tagging import tagging_utils as tu
+from util.cli import UserError
 import finetune_fixtures as fx
 
 
@@ -134,6 +136,44 @@ def test_bad_line_skips_its_sentence_with_line_number(tmp_path, capsys):
     assert sentences == [(["It"], ["S-NP"])]
     assert [line for _, line, _ in task.bad_sentences["dev"]] == [4, 8]
     assert "dev.txt:4: skipping sentence" in capsys.readouterr().out
+
+
+def _small_chunk_task(tmp_path, files):
+    """A chunk task over hand-written CoNLL files {name: text or bytes}."""
+    data = fx.make_data_dir(tmp_path, tasks=())
+    task_dir = data / "finetuning_data" / "chunk"
+    task_dir.mkdir(parents=True)
+    for name, content in files.items():
+        target = task_dir / name
+        if isinstance(content, bytes):
+            target.write_bytes(content)
+        else:
+            target.write_text(content, encoding="utf-8")
+    return task_builder.get_task(fx.make_config(data, ["chunk"]), "chunk", fx.tokenizer())
+
+
+def test_eval_splits_add_test_only_when_test_txt_exists(tmp_path):
+    dev_only = _small_chunk_task(tmp_path / "a", {"dev.txt": "The DT B-NP\n"})
+    assert dev_only.get_eval_splits() == ["dev"]
+    with_test = _small_chunk_task(tmp_path / "b", {"dev.txt": "The DT B-NP\n",
+                                                   "test.txt": "A DT B-NP\n"})
+    assert with_test.get_eval_splits() == ["dev", "test"]
+
+
+def test_tags_missing_from_a_saved_label_mapping_are_a_user_error(tmp_path):
+    task = _small_chunk_task(tmp_path, {"train.txt": "The DT B-NP\ncat NN I-NP\n"})
+    assert sorted(task.get_label_mapping()) == ["B-NP", "E-NP"]  # pickled now
+    (tmp_path / "finetuning_data" / "chunk" / "dev.txt").write_text(
+        "runs VBZ B-VP\n", encoding="utf-8")
+    with pytest.raises(UserError, match=r"tags \['S-VP'\] in dev are not in the label "
+                       r"mapping .*chunk_label_mapping\.pkl; delete that file"):
+        task.get_examples("dev")
+
+
+def test_non_utf8_line_is_a_user_error_naming_it(tmp_path):
+    task = _small_chunk_task(tmp_path, {"dev.txt": b"The DT B-NP\n\ncaf\xe9 NN B-NP\n"})
+    with pytest.raises(task_lib.DataError, match=r"dev\.txt: line 3 is not valid UTF-8"):
+        task.read_sentences("dev")
 
 
 # ---- head and scorer ------------------------------------------------------------------

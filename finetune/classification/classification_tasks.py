@@ -5,6 +5,7 @@ split, a `TsvLayout` (which columns hold text_a, text_b and the label, and wheth
 header line is skipped). Rows whose column count differs from the header's (or from
 the layout's fixed count for header-less files), or whose label is invalid, are
 logged with file and line number, skipped and counted in `task.bad_rows[split]`.
+A file that cannot be read as UTF-8 TSV at all raises task.DataError (a UserError).
 """
 
 from __future__ import annotations
@@ -56,14 +57,23 @@ def read_tsv(path: str, max_lines: int | None = None) -> list[tuple[int, list[st
 
     GLUE text contains unbalanced double quotes, so csv quote processing (which would
     merge lines) is switched off. A UTF-8 byte-order mark (MRPC's header) is dropped.
+    A file that is not UTF-8, or a line the csv module rejects, raises DataError: it
+    stops the whole file (later rows cannot be trusted), unlike a bad row.
     """
     rows = []
     with open(path, encoding="utf-8-sig", newline="") as f:
         reader = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
-        for i, fields in enumerate(reader):
-            if max_lines is not None and i >= max_lines:
-                break
-            rows.append((reader.line_num, fields))
+        try:
+            for i, fields in enumerate(reader):
+                if max_lines is not None and i >= max_lines:
+                    break
+                rows.append((reader.line_num, fields))
+        except UnicodeDecodeError as e:
+            raise task_lib.not_utf8_error(path, e) from None
+        except csv.Error as e:  # e.g. a field over csv.field_size_limit()
+            raise task_lib.DataError(
+                f"{path}: line {reader.line_num} cannot be read as tab-separated text "
+                f"({e}); fix or remove that line.") from None
     return rows
 
 

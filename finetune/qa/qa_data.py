@@ -21,8 +21,11 @@ from finetune import task as task_lib
 _WHITESPACE = frozenset(" \t\r\n\u202f")
 
 
-class QADataError(ValueError):
-    """A QA data file is malformed; the message names the file and the problem."""
+class QADataError(task_lib.DataError):
+    """A QA data file is malformed; the message names the file and the problem.
+
+    A util.cli.UserError (so also a ValueError): scripts print it as one line, exit 2.
+    """
 
 
 @dataclasses.dataclass(frozen=True)

@@ -12,12 +12,15 @@ inside the window, else (and for impossible questions) at [CLS] (0). A window's 
 
 import dataclasses
 
+from util.cli import UserError
+
 # Feature ids pack the window index into the last three decimal digits.
 MAX_WINDOWS_PER_EXAMPLE = 1000
 
 
-class FeaturizeError(ValueError):
-    """QA featurisation settings cannot produce a valid window."""
+class FeaturizeError(UserError):
+    """QA featurisation settings (doc_stride, max_query_length, max_seq_length) cannot
+    produce a valid window; the message names the setting to change."""
 
 
 @dataclasses.dataclass(frozen=True)

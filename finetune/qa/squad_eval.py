@@ -17,14 +17,17 @@ import collections
 import re
 import string
 
+from util.cli import UserError
+
 _PUNCTUATION = frozenset(string.punctuation)
 # The official scripts remove the whole words a/an/the (word boundaries, Unicode-aware
 # as every Python 3 str regex is) and replace them by a space.
 _ARTICLES = re.compile(r"\b(a|an|the)\b", re.UNICODE)
 
 
-class EvalInputError(ValueError):
-    """Predictions / gold data given to an evaluation cannot be scored."""
+class EvalInputError(UserError):
+    """Predictions / gold data given to an evaluation cannot be scored (e.g. a gold
+    file without questions)."""
 
 
 def normalize_answer(text):

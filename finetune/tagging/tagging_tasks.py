@@ -125,18 +125,21 @@ class TaggingTask(task_lib.Task):
             current, current_bad = [], None
 
         with open(path, encoding="utf-8") as f:
-            for line_no, line in enumerate(f, 1):
-                if limit is not None and len(sentences) > limit:
-                    break
-                fields = line.split()
-                if not fields:
-                    flush()
-                elif fields[0] != "-DOCSTART-" and current_bad is None:
-                    if len(fields) < 2 or not tagging_utils.is_valid_tag(fields[-1]):
-                        current_bad = (path, line_no, f"line {line.strip()!r} needs a "
-                                       "word and a chunk tag (O or B-/I-/E-/S-<TYPE>)")
-                    else:
-                        current.append((fields[0], fields[-1]))
+            try:
+                for line_no, line in enumerate(f, 1):
+                    if limit is not None and len(sentences) > limit:
+                        break
+                    fields = line.split()
+                    if not fields:
+                        flush()
+                    elif fields[0] != "-DOCSTART-" and current_bad is None:
+                        if len(fields) < 2 or not tagging_utils.is_valid_tag(fields[-1]):
+                            current_bad = (path, line_no, f"line {line.strip()!r} needs a "
+                                           "word and a chunk tag (O or B-/I-/E-/S-<TYPE>)")
+                        else:
+                            current.append((fields[0], fields[-1]))
+            except UnicodeDecodeError as e:
+                raise task_lib.not_utf8_error(path, e) from None
             flush()
         self.bad_sentences[split] = bad
         return sentences
@@ -162,9 +165,10 @@ class TaggingTask(task_lib.Task):
         mapping = self.get_label_mapping()
         unknown = sorted({t for _, tags in sentences for t in tags} - set(mapping))
         if unknown:
-            raise ValueError(f"Task {self.name}: tags {unknown} in {split} are not in the "
-                             f"label mapping {self.label_mapping_path}; delete that file "
-                             "so it is rebuilt from the current data.")
+            raise task_lib.DataError(
+                f"Task {self.name}: tags {unknown} in {split} are not in the label mapping "
+                f"{self.label_mapping_path}; delete that file so it is rebuilt from the "
+                "current data.")
         bad = len(self.bad_sentences.get(split, []))
         logging_utils.log(f"{self.name} {split}: {len(sentences)} sentences"
                           + (f", {bad} bad sentences skipped" if bad else ""))
