@@ -2,9 +2,11 @@
 
 Default: ELECTRA-Small as configured by default (generator 0.25, seq 128, E=128, H=256,
 12 layers) at batch 32, every combination of float32/bfloat16 and jit_compile off/on.
-For each, prints the median seconds per step (after warmup) of the full train step
+For each, prints the median (and min) seconds per step after warmup of the full train step
 (util/training.py: forward, backward, all-reduce, clip, AdamW) and of its parts: masking,
-generator-output sampling, forward only, forward + backward. Reference numbers for
+generator-output sampling, forward only, forward + backward. All settings are timed
+round-robin (one step of each in turn) so that load from other processes hits them
+alike. Reference numbers for
 HuggingFace PyTorch ELECTRA-Small on the same CPU: 2.82 s (fp32), 1.94 s (bf16).
 
   python3 bench/bench_pretraining_step.py [--batch 32] [--steps 5] [--precisions float32]
@@ -44,19 +46,38 @@ def _batch(config, batch_size):
             "segment_ids": tf.constant(0 * ones)}
 
 
-def _median_seconds(fn, steps, warmup):
-    for _ in range(warmup):
-        fn()
-    times = []
+def _run(fn):
+    """Calls fn and waits for its result (numpy conversion forces the computation)."""
+    return tf.nest.map_structure(lambda t: t.numpy() if hasattr(t, "numpy") else t, fn())
+
+
+def time_round_robin(settings, steps, warmup):
+    """Times every part of every setting once per round, for `steps` rounds.
+
+    Interleaving keeps the comparison fair when other processes load the CPU.
+
+    Args:
+      settings: {setting name: {part name: fn}}.
+    Returns:
+      {setting: {part: (median seconds, min seconds)}}.
+    """
+    for parts in settings.values():
+        for fn in parts.values():
+            for _ in range(warmup):
+                _run(fn)
+    times = {s: {p: [] for p in parts} for s, parts in settings.items()}
     for _ in range(steps):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        for name, parts in settings.items():
+            for part, fn in parts.items():
+                start = time.perf_counter()
+                _run(fn)
+                times[name][part].append(time.perf_counter() - start)
+    return {s: {p: (statistics.median(t), min(t)) for p, t in parts.items()}
+            for s, parts in times.items()}
 
 
-def bench_one(config, batch_size, precision, jit, steps, warmup):
-    """Returns {part: median seconds} for one precision / jit setting."""
+def build_parts(config, batch_size, precision, jit):
+    """{part name: fn} for one precision / jit setting; "train_step" is the full step."""
     dtype = training.compute_dtype(precision)
     model = pretrain_model.PretrainingModel(config, BERT_SPECIAL_IDS)
     features = _batch(config, batch_size)
@@ -87,11 +108,7 @@ def bench_one(config, batch_size, precision, jit, steps, warmup):
                 features, seed, tf.constant(1.0))[2] if g is not None])),
         "train_step": lambda: trainer.train_steps(iterator, one)[0]["loss"].numpy(),
     }
-    results = {}
-    for name, fn in parts.items():
-        results[name] = _median_seconds(lambda fn=fn: tf.nest.map_structure(
-            lambda t: t.numpy() if hasattr(t, "numpy") else t, fn()), steps, warmup)
-    return results
+    return parts
 
 
 def main(argv=None):
@@ -107,15 +124,16 @@ def main(argv=None):
     print(f"ELECTRA pre-training step, batch {args.batch} x {config.max_seq_length}, "
           f"model_size {config.model_size}, generator_hidden_size "
           f"{config.generator_hidden_size}, {os.cpu_count()} CPUs, TF {tf.__version__}")
-    for precision in args.precisions.split(","):
-        for jit in args.jit.split(","):
-            res = bench_one(config, args.batch, precision, jit == "on", args.steps,
-                            args.warmup)
-            parts = ", ".join(f"{k} {v:.3f}" for k, v in res.items() if k != "train_step")
-            ref = HF_SECONDS.get(precision)
-            vs = f" (HF PyTorch {ref:.2f} s: x{ref / res['train_step']:.2f})" if ref else ""
-            print(f"{precision:9s} jit={jit:3s}: {res['train_step']:.3f} s/step{vs}; "
-                  f"parts [s]: {parts}", flush=True)
+    settings = {(precision, jit): build_parts(config, args.batch, precision, jit == "on")
+                for precision in args.precisions.split(",") for jit in args.jit.split(",")}
+    results = time_round_robin(settings, args.steps, args.warmup)
+    for (precision, jit), res in results.items():
+        median, fastest = res["train_step"]
+        parts = ", ".join(f"{k} {v[0]:.3f}" for k, v in res.items() if k != "train_step")
+        ref = HF_SECONDS.get(precision)
+        vs = f" (HF PyTorch {ref:.2f} s: x{ref / median:.2f} faster)" if ref else ""
+        print(f"{precision:9s} jit={jit:3s}: {median:.3f} s/step median, {fastest:.3f} min{vs}; "
+              f"median parts [s]: {parts}", flush=True)
 
 
 if __name__ == "__main__":
