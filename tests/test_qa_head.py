@@ -175,7 +175,14 @@ def test_gradients_reach_every_head_variable():
         total = tf.reduce_sum(losses)  # fine-tuning sums per-example losses
     grads = tape.gradient(total, head.trainable_variables)
     assert len(grads) == 10 and all(g is not None for g in grads)
-    assert all(float(tf.reduce_sum(tf.abs(g))) > 0 for g in grads)
+    for var, grad in zip(head.trainable_variables, grads):
+        size = float(tf.reduce_sum(tf.abs(grad)))
+        if var.name.endswith(("/dense/bias:0", "/dense_1/bias:0")):
+            # The start/end biases shift every logit of a softmax equally, so the
+            # cross-entropy's gradient for them is zero up to float rounding.
+            assert size < 1e-5, var.name
+        else:
+            assert size > 0, var.name
 
 
 def test_head_runs_in_tf_function():
