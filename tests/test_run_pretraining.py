@@ -225,3 +225,44 @@ def test_kill_9_mid_run_then_rerun_resumes_to_the_end(data_dir):
                                 loss(first_lines[0]))
     assert resumed < initial and abs(resumed - killed) < 0.5 * (initial - killed) + 0.5, \
         (resumed, killed, initial)
+
+
+def _most_frequent_token_rate(data_dir):
+    """Accuracy of always predicting the most frequent maskable token (a unigram guess)."""
+    counts = np.zeros(30522, np.int64)
+    for record in tf.data.TFRecordDataset(
+            sorted(str(p) for p in (data_dir / "pretrain_tfrecords").glob("*.tfrecord*"))):
+        ex = tf.train.Example.FromString(record.numpy()).features.feature
+        ids = np.array(ex["input_ids"].int64_list.value)
+        mask = np.array(ex["input_mask"].int64_list.value)
+        np.add.at(counts, ids[(mask == 1) & (ids > 103)], 1)  # no [PAD]/[CLS]/[SEP]/[MASK]
+    return counts.max() / counts.sum()
+
+
+def test_learns_on_real_text_beats_chance(tmp_path_factory, data_dir, capsys):
+    train, train_secs = pretrain_fixtures.learned_model(tmp_path_factory.getbasetemp())
+    lines = _progress_lines(capsys.readouterr().out)
+    evaluate = _config(data_dir, "learn", do_train=False, do_eval=True, num_eval_steps=8,
+                       eval_batch_size=32)
+    results = pretrain_runner.run_pretraining(evaluate)
+    out = capsys.readouterr().out
+    unigram = _most_frequent_token_rate(data_dir)
+    with capsys.disabled():  # the measured numbers, for the record (pytest -s shows them)
+        print(f"trained {train.num_train_steps} steps in {train_secs}s; progress: {lines}; "
+              f"eval: {results}; most-frequent-token rate {unigram:.4f}")
+    assert results["global_step"] == train.num_train_steps
+    # Chance levels: uniform guessing over 30522 tokens is 3.3e-5; always guessing the
+    # most frequent token gets `unigram` (0.075 here); a random scorer has AUC 0.5.
+    assert results["masked_lm_accuracy"] > MIN_MLM_ACCURACY
+    assert results["masked_lm_accuracy"] > UNIGRAM_FACTOR * unigram
+    assert results["disc_auc"] > MIN_DISC_AUC
+    assert results["masked_lm_loss"] < np.log(30522) - 3.0
+    expected = {"disc_accuracy", "disc_auc", "disc_loss", "disc_precision", "disc_recall",
+                "global_step", "loss", "masked_lm_accuracy", "masked_lm_loss",
+                "sampled_masked_lm_accuracy"}
+    assert set(results) == expected
+    txt = Path(evaluate.results_txt).read_text().splitlines()
+    assert txt == [f"  {k} = {results[k]}" for k in sorted(results)]
+    assert all(line in out for line in txt)
+    with open(evaluate.results_pkl, "rb") as f:
+        assert pickle.load(f) == results
