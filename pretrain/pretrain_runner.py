@@ -225,6 +225,20 @@ def write_results(config, results):
     log(f"Writing results to {config.results_txt}")
 
 
+def remove_debug_model_dir(model_dir):
+    """As the original, a debug training run starts from scratch, but only a model dir
+    that holds a debug model written by this tool is deleted; anything else is refused."""
+    saved = config_utils.load_saved_config(os.path.join(model_dir, CONFIG_FILE))
+    if not os.listdir(model_dir):
+        return
+    if not (saved and saved.get("debug")):
+        raise UserError(
+            f"debug mode trains from scratch and would delete {model_dir}, which does not "
+            "hold a debug model written by run_pretraining.py; choose another --model-name.")
+    log(f"debug mode: removing the previous debug model {model_dir}")
+    shutil.rmtree(model_dir)
+
+
 def run_pretraining(config):
     """Runs do_train or do_eval for a PretrainingConfig.
 
@@ -238,9 +252,7 @@ def run_pretraining(config):
         log(line)
     log()
     if config.debug and config.do_train and os.path.isdir(config.model_dir):
-        # As the original: a debug training run starts from scratch.
-        log(f"debug mode: removing {config.model_dir}")
-        shutil.rmtree(config.model_dir)
+        remove_debug_model_dir(config.model_dir)
     # The strategy must exist before any other TF op (multi-worker / TPU set up the runtime).
     strategy = distribute.get_strategy(config.distribution_strategy, config.tpu_name,
                                        config.tpu_zone, config.gcp_project)

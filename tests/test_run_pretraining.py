@@ -266,3 +266,17 @@ def test_learns_on_real_text_beats_chance(tmp_path_factory, data_dir, capsys):
     assert all(line in out for line in txt)
     with open(evaluate.results_pkl, "rb") as f:
         assert pickle.load(f) == results
+
+
+def test_debug_restarts_only_its_own_debug_model(data_dir):
+    debug = _config(data_dir, "dbg", debug=True, num_train_steps=2, save_checkpoints_steps=2)
+    assert pretrain_runner.run_pretraining(debug).steps_run == 2
+    again = pretrain_runner.run_pretraining(debug)  # a debug model dir is wiped and redone
+    assert (again.global_step, again.steps_run) == (2, 2)
+    # A model dir that is not a debug model of ours is never deleted.
+    trained = _config(data_dir, "keep", num_train_steps=2, save_checkpoints_steps=2)
+    pretrain_runner.run_pretraining(trained)
+    with pytest.raises(UserError, match="would delete .*keep.*choose another --model-name"):
+        pretrain_runner.run_pretraining(
+            _config(data_dir, "keep", debug=True, num_train_steps=2))
+    assert tf.train.latest_checkpoint(trained.model_dir).endswith("model.ckpt-2")
