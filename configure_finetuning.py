@@ -4,7 +4,7 @@ import dataclasses
 import os
 from typing import Optional
 
-from configure_pretraining import MODEL_SIZES, PRECISIONS, STRATEGIES
+from configure_pretraining import validate_execution
 from util import config_utils
 
 DEBUG_DEFAULTS = dict(
@@ -132,23 +132,11 @@ class FinetuningConfig:
 
 
 def _validate(c):
-    if c.model_size not in MODEL_SIZES:
-        raise config_utils.ConfigError(
-                f"model_size must be one of {MODEL_SIZES}, got {c.model_size!r}.")
     if not c.task_names:
         raise config_utils.ConfigError("task_names must name at least one task.")
     if not (c.do_train or c.do_eval):
         raise config_utils.ConfigError("at least one of do_train or do_eval must be true.")
-    if not 8 <= c.max_seq_length <= 512:
-        raise config_utils.ConfigError(
-                f"max_seq_length must be in [8, 512], got {c.max_seq_length}.")
-    if c.distribution_strategy not in STRATEGIES:
-        raise config_utils.ConfigError(
-                f"distribution_strategy must be one of {STRATEGIES}, "
-                f"got {c.distribution_strategy!r}.")
-    if c.mixed_precision not in PRECISIONS:
-        raise config_utils.ConfigError(
-                f"mixed_precision must be one of {PRECISIONS}, got {c.mixed_precision!r}.")
+    validate_execution(c)
     for name in ("train_batch_size", "eval_batch_size", "predict_batch_size"):
         if getattr(c, name) < 1:
             raise config_utils.ConfigError(f"{name} must be >= 1, got {getattr(c, name)}.")

@@ -101,17 +101,11 @@ class PretrainingConfig:
         _validate(self)
 
 
-def _validate(c):
-    if c.do_train == c.do_eval:
-        raise config_utils.ConfigError(
-                "exactly one of do_train or do_eval must be true (got do_train="
-                f"{c.do_train}, do_eval={c.do_eval}); evaluate with "
-                "'{\"do_train\": false, \"do_eval\": true}'.")
+def validate_execution(c):
+    """Checks shared by both configs: sequence length, strategy, precision, size."""
     if c.model_size not in MODEL_SIZES:
         raise config_utils.ConfigError(
                 f"model_size must be one of {MODEL_SIZES}, got {c.model_size!r}.")
-    if not 0.0 < c.mask_prob < 1.0:
-        raise config_utils.ConfigError(f"mask_prob must be in (0, 1), got {c.mask_prob}.")
     if not 8 <= c.max_seq_length <= 512:
         raise config_utils.ConfigError(
                 f"max_seq_length must be in [8, 512] (learned positions stop at 512), "
@@ -123,8 +117,19 @@ def _validate(c):
     if c.mixed_precision not in PRECISIONS:
         raise config_utils.ConfigError(
                 f"mixed_precision must be one of {PRECISIONS}, got {c.mixed_precision!r}.")
+
+
+def _validate(c):
+    if c.do_train == c.do_eval:
+        raise config_utils.ConfigError(
+                "exactly one of do_train or do_eval must be true (got do_train="
+                f"{c.do_train}, do_eval={c.do_eval}); evaluate with "
+                "'{\"do_train\": false, \"do_eval\": true}'.")
+    if not 0.0 < c.mask_prob < 1.0:
+        raise config_utils.ConfigError(f"mask_prob must be in (0, 1), got {c.mask_prob}.")
+    validate_execution(c)
     for name in ("num_train_steps", "train_batch_size", "eval_batch_size",
-                              "save_checkpoints_steps", "log_every_steps", "max_predictions_per_seq"):
+                 "save_checkpoints_steps", "log_every_steps", "max_predictions_per_seq"):
         if getattr(c, name) < 1:
             raise config_utils.ConfigError(f"{name} must be >= 1, got {getattr(c, name)}.")
     if c.keep_checkpoint_max < 0:

@@ -16,7 +16,6 @@ int32/float32 tensors, see finetune/feature_spec.py.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import random
 from typing import Any, Sequence
@@ -33,14 +32,6 @@ FORMAT_VERSION = 1
 # order reproducible. It is recorded in the metadata.
 SHUFFLE_SEED = 1
 READ_SHUFFLE_BUFFER = 100  # the original's reading shuffle buffer
-
-
-def file_sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 class Preprocessor:
@@ -82,7 +73,7 @@ class Preprocessor:
         """Everything that determines the records' content (compared for cache reuse)."""
         c = self._config
         if self._vocab_sha256 is None:
-            self._vocab_sha256 = file_sha256(c.vocab_file)
+            self._vocab_sha256 = io_utils.file_sha256(c.vocab_file)
         return {
             "format_version": FORMAT_VERSION,
             "split": split,

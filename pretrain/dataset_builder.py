@@ -15,7 +15,6 @@ shard from that run and a rerun produces the same dataset as an uninterrupted ru
 import collections
 import concurrent.futures
 import dataclasses
-import hashlib
 import multiprocessing
 import os
 import random
@@ -395,14 +394,6 @@ def prepare_output_dir(output_dir: str) -> None:
     io_utils.mkdir(output_dir)
 
 
-def _sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def build_dataset(config: BuildConfig, inputs: list[str],
                   documents_of: DocumentSource = text_file_documents) -> dict:
     """Writes the shards for `inputs`, then the metadata file; returns the metadata.
@@ -437,7 +428,7 @@ def build_dataset(config: BuildConfig, inputs: list[str],
                               counts[shard_name(i, config.num_out_files)]
                               for i in range(config.num_out_files)},
         "vocab_file": os.path.abspath(config.vocab_file),
-        "vocab_sha256": _sha256(config.vocab_file),
+        "vocab_sha256": io_utils.file_sha256(config.vocab_file),
         "vocab_size": max(full_tokenizer.vocab.values()) + 1,
         "do_lower_case": config.do_lower_case, "strip_accents": config.strip_accents,
         "blanks_separate_docs": config.blanks_separate_docs, "seed": config.seed,

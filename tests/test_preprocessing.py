@@ -12,6 +12,7 @@ from finetune import preprocessing
 from finetune import task_builder
 from model import modeling
 import finetune_fixtures as fx
+from util import io_utils
 
 
 def build(data_dir, task_names, **hparams):
@@ -79,7 +80,7 @@ def test_cache_reused_only_when_settings_match(tmp_path, capsys):
     tfrecord, metadata = prep.paths([rte], "dev")
     meta = load_json(metadata)
     assert meta["n_examples"] == 280 and meta["n_real_examples"] == 277
-    assert meta["settings"]["vocab_sha256"] == preprocessing.file_sha256(
+    assert meta["settings"]["vocab_sha256"] == io_utils.file_sha256(
         fx.SHARED_DATA / "vocab" / "vocab.txt")
     assert meta["settings"]["tasks"][0]["labels"] == ["entailment", "not_entailment"]
     stamp = os.stat(tfrecord).st_mtime_ns

@@ -7,6 +7,7 @@ truncated target. `TEMP_MARKER` lets tools recognise such leftovers.
 """
 
 import contextlib
+import hashlib
 import json
 import os
 import pickle
@@ -75,6 +76,15 @@ def write_json(obj: Any, path: str | os.PathLike, indent: int | None = None) -> 
 def write_pickle(obj: Any, path: str | os.PathLike) -> None:
     """Atomically pickles `obj` to `path` with the highest protocol."""
     _write_bytes(pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL), path)
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """Hex SHA-256 of a file's bytes, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def load_json(path: str | os.PathLike) -> Any:
