@@ -23,11 +23,12 @@ def test_paragraph_joining():
             "First line continues here.", "Second paragraph."]
 
 
-def test_swap_keeps_words_and_changes_order():
+def test_shuffle_keeps_words_and_changes_order():
     rng = random.Random(0)
     sentence = "Return the number of items in the queue."
-    swapped = demo_corpus.swap_two_words(sentence, rng)
-    assert swapped != sentence and sorted(swapped.split()) == sorted(sentence.split())
+    shuffled = demo_corpus.shuffle_words(sentence, rng)
+    assert shuffled != sentence and sorted(shuffled.split()) == sorted(sentence.split())
+    assert demo_corpus.shuffle_words("same same same", rng) is None
 
 
 def test_acceptability_task_format(tmp_path):

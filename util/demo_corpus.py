@@ -7,8 +7,9 @@ line, the layout build_pretraining_dataset.py expects (blank lines separate
 documents).
 
 The same sentences give a small built-in fine-tuning task in the CoLA format:
-"is this sentence as written, or were two of its words swapped?" (label 1 / 0),
-scored with MCC like CoLA.
+"is this sentence as written, or were its words shuffled?" (label 1 / 0), scored
+with MCC like CoLA. (Detecting a single swapped word pair was too hard for a model
+pre-trained for a few minutes; a shuffled sentence is not.)
 """
 
 import ast
@@ -91,21 +92,20 @@ def prose_sentences(corpus_paths, min_words=6, max_words=25):
     return sentences
 
 
-def swap_two_words(sentence, rng):
-    """The sentence with two distinct words (not both equal) swapped."""
+def shuffle_words(sentence, rng):
+    """The sentence with its words in a new random order (None if none differs)."""
     words = sentence.split()
     for _ in range(10):
-        i, j = sorted(rng.sample(range(len(words)), 2))
-        if words[i].lower() != words[j].lower():
-            words[i], words[j] = words[j], words[i]
-            return " ".join(words)
+        shuffled = rng.sample(words, len(words))
+        if shuffled != words:
+            return " ".join(shuffled)
     return None
 
 
 def write_acceptability_task(corpus_paths, task_dir, n_train=2000, n_dev=400, seed=0):
     """Writes CoLA-format train.tsv / dev.tsv (no header: source, label, mark, text).
 
-    Half the sentences are left as written (label 1), half get two words swapped
+    Half the sentences are left as written (label 1), half get their words shuffled
     (label 0). Train and dev use disjoint sentences.
     Returns:
         (n_train_rows, n_dev_rows).
@@ -121,7 +121,7 @@ def write_acceptability_task(corpus_paths, task_dir, n_train=2000, n_dev=400, se
             if rng.random() < 0.5:
                 rows.append(f"stdlib\t1\t\t{sentence}")
             else:
-                corrupted = swap_two_words(sentence, rng)
+                corrupted = shuffle_words(sentence, rng)
                 if corrupted:
                     rows.append(f"stdlib\t0\t*\t{corrupted}")
         offset += n
