@@ -188,12 +188,7 @@ def _path_defaults(data_dir, model_name, c):
 
 def make_config(data_dir, model_name, hparams=None):
     """Defaults -> user overrides -> debug/task/size defaults -> derived paths."""
-    user = hparams if isinstance(hparams, dict) else config_utils.load_hparams(hparams)
-    user = config_utils.check_overrides(FinetuningConfig, user)
-    for key in ("data_dir", "model_name"):
-        if key in user:
-            raise config_utils.ConfigError(f"{key} is set by --{key.replace('_', '-')}, "
-                                                                          "not by --hparams.")
+    user = config_utils.user_overrides(FinetuningConfig, hparams)
     if not user.get("do_train", True) and not user.get("init_checkpoint"):
         raise config_utils.ConfigError(
                 "do_eval without do_train needs init_checkpoint pointing at a fine-tuned "

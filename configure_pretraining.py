@@ -149,12 +149,7 @@ def make_config(data_dir, model_name, hparams=None):
     Returns:
         A frozen PretrainingConfig.
     """
-    user = hparams if isinstance(hparams, dict) else config_utils.load_hparams(hparams)
-    user = config_utils.check_overrides(PretrainingConfig, user)
-    for key in ("data_dir", "model_name"):
-        if key in user:
-            raise config_utils.ConfigError(f"{key} is set by --{key.replace('_', '-')}, "
-                                                                          "not by --hparams.")
+    user = config_utils.user_overrides(PretrainingConfig, hparams)
     c = dict(user)
     if c.get("debug"):
         config_utils.merge_defaults(c, user, DEBUG_DEFAULTS)

@@ -113,6 +113,17 @@ def check_overrides(cls, overrides, allowed_extra=()):
     return checked
 
 
+def user_overrides(cls, hparams):
+    """The checked overrides of `--hparams` (a dict, JSON string or .json path) for a
+    run config class; data_dir and model_name come from their own flags only."""
+    user = hparams if isinstance(hparams, dict) else load_hparams(hparams)
+    user = check_overrides(cls, user)
+    for key in ("data_dir", "model_name"):
+        if key in user:
+            raise ConfigError(f"{key} is set by --{key.replace('_', '-')}, not by --hparams.")
+    return user
+
+
 def merge_defaults(resolved, user, defaults):
     """Applies `defaults` (e.g. debug or size defaults) to keys the user did not set."""
     for key, value in defaults.items():
