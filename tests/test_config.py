@@ -141,3 +141,9 @@ def test_finetuning_debug_set_in_hparams_takes_effect():
     assert c.init_checkpoint is None
     assert c.preprocessed_data_dir.endswith("rte_tfrecords-debug")
     assert c.num_train_epochs == 3.0 and c.num_trials == 1
+
+
+@pytest.mark.parametrize("module", [configure_pretraining, configure_finetuning])
+def test_paths_from_flags_cannot_be_overridden_in_hparams(module):
+    with pytest.raises(ConfigError, match="data_dir is set by --data-dir"):
+        module.make_config("/d", "m", {"data_dir": "/other"})
