@@ -84,8 +84,8 @@ def main():
     pretrain = {"vocab_size": vocab_size(vocab), "model_hparam_overrides": MODEL,
                 "embedding_size": 128, "generator_hidden_size": 0.5,
                 "train_batch_size": 32, "eval_batch_size": 32,
-                "num_train_steps": args.pretrain_steps, "num_warmup_steps": 60,
-                "learning_rate": 1e-3, "save_checkpoints_steps": 200,
+                "num_train_steps": args.pretrain_steps, "num_warmup_steps": 100,
+                "learning_rate": 5e-4, "save_checkpoints_steps": 200,
                 "log_every_steps": 50, "num_eval_steps": 20}
     run(["run_pretraining.py", "--data-dir", data, "--model-name", name,
          "--hparams", json.dumps(pretrain)])
@@ -93,7 +93,7 @@ def main():
          "--hparams", json.dumps({**pretrain, "do_train": False, "do_eval": True})])
     finetune = {"task_names": ["cola"], "vocab_size": pretrain["vocab_size"],
                 "model_hparam_overrides": MODEL, "embedding_size": 128,
-                "learning_rate": 1e-3, "num_train_epochs": 5.0, "max_seq_length": 64,
+                "learning_rate": 3e-4, "num_train_epochs": 5.0, "max_seq_length": 64,
                 "layerwise_lr_decay": 0.8, "log_every_steps": 50}
     run(["run_finetuning.py", "--data-dir", data, "--model-name", name,
          "--hparams", json.dumps(finetune)])
