@@ -34,6 +34,14 @@ SHUFFLE_SEED = 1
 READ_SHUFFLE_BUFFER = 100  # the original's reading shuffle buffer
 
 
+def _files_fingerprint(directory: str) -> list:
+    """[name, size, mtime_ns] of each file in a task's raw data directory."""
+    if not os.path.isdir(directory):
+        return []
+    entries = sorted((e for e in os.scandir(directory) if e.is_file()), key=lambda e: e.name)
+    return [[e.name, e.stat().st_size, e.stat().st_mtime_ns] for e in entries]
+
+
 class Preprocessor:
     """Serialises the examples of `tasks` and builds tf.data pipelines over them."""
 
@@ -87,6 +95,9 @@ class Preprocessor:
             "debug": c.debug,
             "task_names": list(c.task_names),  # fixes each task's task_id
             "tasks": [t.cache_settings() for t in sorted(tasks, key=lambda t: t.name)],
+            # Edited or replaced task files must invalidate the cache too.
+            "raw_data": [_files_fingerprint(t.raw_data_dir)
+                         for t in sorted(tasks, key=lambda t: t.name)],
             "feature_specs": [[s.key, list(s.shape), s.is_int_feature]
                               for s in self.feature_specs],
             "shuffle_seed": SHUFFLE_SEED if is_training else None,

@@ -97,6 +97,15 @@ def test_cache_reused_only_when_settings_match(tmp_path, capsys):
     assert "made with other settings (feature_specs, max_seq_length); rebuilding" in out
     assert next(iter(dataset))["input_ids"].shape == [8, 48]
     assert load_json(metadata)["settings"]["max_seq_length"] == 48
+    # The task file replaced by a shorter one: rebuilt, not served from the old cache.
+    dev = data / "finetuning_data" / "rte" / "dev.tsv"
+    head = dev.read_text(encoding="utf-8").splitlines(keepends=True)[:51]
+    dev.unlink()
+    dev.write_text("".join(head), encoding="utf-8")
+    _, (rte,), prep = build(data, ["rte"], max_seq_length=48, eval_batch_size=8)
+    prep.prepare_predict([rte], "dev")
+    assert "made with other settings (raw_data); rebuilding" in capsys.readouterr().out
+    assert load_json(metadata)["n_real_examples"] == 50
 
 
 def test_truncated_cache_is_rebuilt_and_reuse_can_be_disabled(tmp_path, capsys):
