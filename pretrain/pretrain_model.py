@@ -23,7 +23,8 @@ PretrainingOutput = collections.namedtuple("PretrainingOutput", [
     "masked_lm_positions", "masked_lm_ids", "masked_lm_weights",
     "mlm_preds", "mlm_per_example_loss", "sampled_tokids",
     "input_mask", "masked_input_ids", "fake_input_ids",
-    "disc_labels", "disc_probs", "disc_preds", "disc_per_example_loss"])
+    "disc_labels", "disc_probs", "disc_preds", "disc_per_example_loss",
+    "candidates_mask", "repr_cosine"])
 PretrainingOutput.__doc__ = """Losses and the tensors the eval metrics need (all tensors).
 
 loss: scalar, gen_weight * mlm_loss + disc_weight * disc_loss (float32).
@@ -37,6 +38,11 @@ masked_input_ids / fake_input_ids [B, S] int32: generator / discriminator inputs
 disc_labels [B, S] int32: 1 = replaced (set even without a discriminator).
 disc_probs [B, S] float32, disc_preds [B, S] int32 (logit > 0), disc_per_example_loss [B]:
   zeros without a discriminator.
+candidates_mask [B, S] int32: 1 where masking could choose the position (a real token
+  other than [CLS], [SEP], [MASK]), for the eval's disc_auc_candidates.
+repr_cosine [B] float32: mean_pairwise_cosine of the `electra` network's top layer (the
+  encoder fine-tuning starts from) over each example's real tokens; only computed when the
+  call asks for it (eval), else zeros, so a train step pays nothing for it.
 """
 
 _ACTIVATIONS = {"gelu": modeling.gelu, "relu": tf.nn.relu, "tanh": tf.tanh, "linear": None}
@@ -60,6 +66,28 @@ def roll(sequence, shift):
     shift=1 gives each position the previous position's vector, shift=-1 the next one's.
     """
     return tf.concat([sequence[:, -shift:], sequence[:, :-shift]], axis=1)
+
+
+def mean_pairwise_cosine(sequence, input_mask):
+    """Per-example mean cosine similarity over pairs i != j of real tokens.
+
+    With unit vectors u_i of the real tokens, sum_{i != j} u_i.u_j equals
+    |sum_i u_i|^2 - sum_i |u_i|^2, which costs O(B*S*D) instead of a [B, S, S] Gram matrix.
+
+    Args:
+      sequence: [B, S, D] token vectors (any float dtype; computed in float32).
+      input_mask: [B, S] int, 1 = real token.
+    Returns:
+      [B] float32 in [-1, 1]; 0 for an example with fewer than 2 real tokens (no pairs;
+      the eval weights those out). A zero vector has cosine 0 with everything.
+    """
+    mask = tf.cast(input_mask, tf.float32)[:, :, None]  # [B, S, 1]
+    unit = tf.math.l2_normalize(tf.cast(sequence, tf.float32), axis=-1) * mask
+    pair_sum = (tf.reduce_sum(tf.square(tf.reduce_sum(unit, 1)), -1)  # |sum_i u_i|^2, [B]
+                - tf.reduce_sum(tf.square(unit), [1, 2]))
+    n = tf.reduce_sum(mask, [1, 2])  # [B] real tokens
+    # divide_no_nan: 0 for no pairs, but a NaN from a diverged encoder still shows.
+    return tf.math.divide_no_nan(pair_sum, n * (n - 1))
 
 
 class TokenLogitsHead(tf.Module):
@@ -184,11 +212,19 @@ class PretrainingModel(tf.Module):
                                                   gen_config.hidden_size,
                                                   self.generator.embeddings, gen_config)
 
+    @property
+    def encoder(self):
+        """The `electra` BertModel fine-tuning starts from: the discriminator (ELECTRA,
+        Electric, tied generator) or the full-size MLM network; None for a uniform-generator
+        MLM, which has no encoder. A property, so tf.Module does not track it twice."""
+        return self.discriminator if self.has_discriminator else self.generator
+
     def named_variables(self):
         """{original checkpoint name: tf.Variable}, shared variables once."""
         return modeling.variables_by_name(self)
 
-    def __call__(self, features, seed, training=False, compute_dtype=tf.float32):
+    def __call__(self, features, seed, training=False, compute_dtype=tf.float32,
+                 with_repr_cosine=False):
         """Masks the batch then runs forward_from_masked.
 
         Args:
@@ -197,6 +233,7 @@ class PretrainingModel(tf.Module):
             by content, so device layout does not change them).
           training: Python bool, enables dropout.
           compute_dtype: tf.float32 / tf.bfloat16 / tf.float16 for the encoders.
+          with_repr_cosine: Python bool, fills repr_cosine (eval); False leaves zeros.
         Returns:
           PretrainingOutput.
         """
@@ -204,20 +241,22 @@ class PretrainingModel(tf.Module):
             features["input_ids"], features["input_mask"], self.special_ids,
             self.config.mask_prob, self.max_predictions, seed,
             segment_ids=features["segment_ids"])
-        return self.forward_from_masked(masked, seed, training, compute_dtype)
+        return self.forward_from_masked(masked, seed, training, compute_dtype,
+                                        with_repr_cosine)
 
-    def forward_from_masked(self, masked, seed, training=False, compute_dtype=tf.float32):
+    def forward_from_masked(self, masked, seed, training=False, compute_dtype=tf.float32,
+                            with_repr_cosine=False):
         """Generator, sampling and discriminator on already-masked inputs.
 
         Args:
           masked: pretrain_data.Inputs from pretrain_helpers.mask (or injected by a test).
           seed: [2] int step seed (its SAMPLE_STREAM drives the generator samples).
-          training, compute_dtype: as __call__.
+          training, compute_dtype, with_repr_cosine: as __call__.
         Returns:
           PretrainingOutput.
         """
         unmasked = pretrain_helpers.unmask(masked)
-        gen_logits, cloze_loss, cloze_logits = self._generator_logits(
+        gen_logits, cloze_loss, cloze_logits, gen_hidden = self._generator_logits(
             masked, unmasked, training, compute_dtype)
         mlm_loss, mlm_nll, mlm_preds = softmax_output(
             gen_logits, masked.masked_lm_ids, masked.masked_lm_weights)
@@ -230,8 +269,15 @@ class PretrainingModel(tf.Module):
             disc = self._discriminator_output(fake, labels, cloze_logits, training,
                                               compute_dtype)
             total += self.config.disc_weight * disc["loss"]
+            encoder_output = disc["sequence_output"]
         else:
             disc = _empty_disc_output(masked.input_mask)
+            encoder_output = gen_hidden  # MLM: the generator is the `electra` network
+        repr_cosine = tf.zeros(tf.shape(masked.input_mask)[:1])
+        if with_repr_cosine and encoder_output is not None:
+            repr_cosine = mean_pairwise_cosine(encoder_output, masked.input_mask)
+        candidates = pretrain_helpers.get_candidates_mask(
+            unmasked.input_ids, unmasked.input_mask, self.special_ids)
         return PretrainingOutput(
             loss=total, mlm_loss=mlm_loss, disc_loss=disc["loss"],
             masked_lm_positions=masked.masked_lm_positions, masked_lm_ids=masked.masked_lm_ids,
@@ -240,7 +286,8 @@ class PretrainingModel(tf.Module):
             input_mask=masked.input_mask, masked_input_ids=masked.input_ids,
             fake_input_ids=fake_ids, disc_labels=labels, disc_probs=disc["probs"],
             disc_preds=disc["preds"],
-            disc_per_example_loss=disc["per_example_loss"])
+            disc_per_example_loss=disc["per_example_loss"],
+            candidates_mask=tf.cast(candidates, tf.int32), repr_cosine=repr_cosine)
 
     def cloze_logits(self, inputs, training=False, compute_dtype=tf.float32):
         """Two-tower cloze logits [B, S, V]: position i sees tokens < i and > i only.
@@ -256,10 +303,11 @@ class PretrainingModel(tf.Module):
 
     def _generator_logits(self, masked, unmasked, training, compute_dtype):
         """-> (logits at the masked slots [B, N, V] float32, cloze loss or None,
-        full cloze logits [B, S, V] or None)."""
+        full cloze logits [B, S, V] or None, single-tower generator's top layer
+        [B, S, G] or None)."""
         if self.config.uniform_generator:
             shape = tf.concat([tf.shape(masked.masked_lm_ids), [self.bert_config.vocab_size]], 0)
-            return tf.zeros(shape), None, None
+            return tf.zeros(shape), None, None, None
         if self.two_tower:
             # Electric's generator reads the unmasked input and scores every candidate.
             cloze = self.cloze_logits(unmasked, training, compute_dtype)
@@ -267,12 +315,12 @@ class PretrainingModel(tf.Module):
                 unmasked.input_ids, unmasked.input_mask, self.special_ids), tf.float32)
             cloze_loss, _, _ = softmax_output(cloze, unmasked.input_ids, weights)
             gathered = pretrain_helpers.gather_positions(cloze, masked.masked_lm_positions)
-            return gathered, cloze_loss, cloze
+            return gathered, cloze_loss, cloze, None
         hidden = self.generator(masked.input_ids, masked.input_mask, masked.segment_ids,
                                 training, compute_dtype=compute_dtype).sequence_output
         # Only the N masked positions go through the V-wide output layer.
         relevant = pretrain_helpers.gather_positions(hidden, masked.masked_lm_positions)
-        return self.generator_head(relevant, compute_dtype), None, None
+        return self.generator_head(relevant, compute_dtype), None, None, hidden
 
     def _fake_data(self, masked, unmasked, gen_logits, seed):
         """Samples replacements -> (sampled ids [B, N], fake input ids [B, S], labels [B, S])."""
@@ -312,6 +360,7 @@ class PretrainingModel(tf.Module):
             "per_example_loss": tf.reduce_sum(losses, -1) / (1e-6 + tf.reduce_sum(weights, -1)),
             "probs": tf.sigmoid(logits),
             "preds": tf.cast(logits > 0, tf.int32),  # a logit of exactly 0 predicts 0
+            "sequence_output": hidden,  # the `electra` network's top layer [B, S, H]
         }
 
 

@@ -6,7 +6,8 @@
     without Adam slots, whose slots start at zero) and train until global_step reaches
     num_train_steps with util/training.py; re-running the same command resumes, and an
     already finished model exits with a message.
-  do_eval: num_eval_steps batches without dropout; prints the metrics of spec c.10 as
+  do_eval: num_eval_steps batches without dropout; prints the metrics of spec c.10 and
+    the real-token / representation extras of pretrain/metrics.py as
     "  <metric> = <value>" sorted and writes results_txt / results_pkl atomically.
 """
 
@@ -177,11 +178,12 @@ def train(config, strategy, files, special_ids):
 
 _EVAL_FIELDS = ("loss", "masked_lm_ids", "masked_lm_weights", "mlm_preds",
                 "mlm_per_example_loss", "sampled_tokids", "input_mask", "disc_labels",
-                "disc_preds", "disc_probs", "disc_per_example_loss")
+                "disc_preds", "disc_probs", "disc_per_example_loss", "candidates_mask",
+                "repr_cosine")
 
 
 def evaluate(config, strategy, files, special_ids):
-    """num_eval_steps batches without dropout -> {metric: value} (spec c.10)."""
+    """num_eval_steps batches without dropout -> {metric: value} (spec c.10 + extras)."""
     model, global_step = build_model(config, special_ids, strategy)
     restore({**model.named_variables(), "global_step": global_step}, config.model_dir,
             required=True)
@@ -191,11 +193,14 @@ def evaluate(config, strategy, files, special_ids):
     @tf.function
     def eval_step(features, step):
         def replica_fn(f):
-            out = model(f, training.step_seed(config.seed, step), False, dtype)
+            # repr_cosine is reduced to [B] on the device: no [B, S, H] copy to the host.
+            out = model(f, training.step_seed(config.seed, step), False, dtype,
+                        with_repr_cosine=True)
             return {name: getattr(out, name) for name in _EVAL_FIELDS}
         return strategy.run(replica_fn, args=(features,))
 
-    scores = pretrain_metrics.PretrainingMetrics(model.has_discriminator, config.disc_weight)
+    scores = pretrain_metrics.PretrainingMetrics(model.has_discriminator, config.disc_weight,
+                                                 has_encoder=model.encoder is not None)
     iterator = iter(dataset)
     log("Model is built!")
     for i in range(config.num_eval_steps):

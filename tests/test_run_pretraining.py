@@ -33,7 +33,8 @@ REPO = Path(__file__).resolve().parents[1]
 # Measured after 300 steps (2 layers, hidden 64, seq 64, batch 32, lr 3e-3):
 # masked_lm_accuracy 0.072 (uniform chance 3.3e-5, most-frequent-token guess 0.075),
 # disc_auc 0.60 (chance 0.5; about 1.2K replaced tokens, so the AUC's standard error
-# is about 0.01). The bounds leave room for run-to-run noise.
+# is about 0.01). The bounds leave room for run-to-run noise. Also measured: disc_auc_real
+# 0.614 (these length-64 examples have little padding), repr_mean_cosine 0.91.
 MIN_MLM_ACCURACY = 0.05
 UNIGRAM_FACTOR = 0.5
 MIN_DISC_AUC = 0.55
@@ -259,8 +260,12 @@ def test_learns_on_real_text_beats_chance(tmp_path_factory, data_dir, capsys):
     assert results["masked_lm_loss"] < np.log(30522) - 3.0
     expected = {"disc_accuracy", "disc_auc", "disc_loss", "disc_precision", "disc_recall",
                 "global_step", "loss", "masked_lm_accuracy", "masked_lm_loss",
-                "sampled_masked_lm_accuracy"}
+                "sampled_masked_lm_accuracy", "disc_auc_real", "disc_auc_candidates",
+                "disc_replaced_rate", "disc_accuracy_baseline", "repr_mean_cosine"}
     assert set(results) == expected
+    for name in ("disc_auc_real", "disc_auc_candidates", "disc_replaced_rate"):
+        assert 0 < results[name] < 1, name
+    assert -1 < results["repr_mean_cosine"] < 1
     txt = Path(evaluate.results_txt).read_text().splitlines()
     assert txt == [f"  {k} = {results[k]}" for k in sorted(results)]
     assert all(line in out for line in txt)
