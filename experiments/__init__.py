@@ -1,0 +1,1 @@
+"""Experiments built on the library: the learning study (learning_study.py)."""

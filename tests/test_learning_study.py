@@ -1,0 +1,186 @@
+"""Tests of experiments/learning_study.py: FLOPs hand count, config rules, task
+subsampling, and the --quick study end to end with resuming (files, not scores)."""
+
+import json
+import os
+import re
+import struct
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import pytest
+
+import configure_pretraining
+from experiments import learning_study, study_config, study_data, study_flops
+from finetune_fixtures import SHARED_DATA, require_shared_data
+from util import cli
+from util.config_utils import ConfigError
+
+# The end-to-end run keeps one task per family (classification with MCC, regression,
+# tagging) so it stays within about two minutes on 2 cores; QUICK itself runs all six.
+E2E_TASKS = ["cola", "sts", "chunk"]
+E2E_HPARAMS = json.dumps({"tasks": E2E_TASKS})
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def test_flops_hand_count():
+    """B=2, S=8, H=4, L=1, F=16, E=4, V=10, generator hidden 2 (E->G projection), N=1."""
+    hparams = {"model_hparam_overrides": {"hidden_size": 4, "num_hidden_layers": 1,
+                                          "num_attention_heads": 1, "intermediate_size": 16},
+               "embedding_size": 4, "vocab_size": 10, "generator_hidden_size": 0.5,
+               "max_seq_length": 8, "train_batch_size": 2}
+    electra = configure_pretraining.make_config("", "e", hparams)
+    mlm = configure_pretraining.make_config("", "m", {**hparams, "electra_objective": False})
+    assert electra.max_predictions_per_seq == 1
+    disc_token = 4 * 4 * 4 + 2 * 4 * 16 + 2 * 8 * 4  # QKV+out, FFN, scores+context
+    disc_head_token = 4 * 4 + 4
+    gen_token = 4 * 2 + (4 * 2 * 2 + 2 * 2 * 8 + 2 * 8 * 2)  # projection + one layer
+    gen_head_slot = 2 * 4 + 4 * 10
+    macs = 2 * 8 * (disc_token + disc_head_token + gen_token) + 2 * 1 * gen_head_slot
+    assert macs == 5920
+    assert study_flops.train_flops_per_step(electra) == 6 * 5920
+    mlm_head_slot = 4 * 4 + 4 * 10
+    assert study_flops.train_flops_per_step(mlm) == 6 * (2 * 8 * disc_token + 2 * mlm_head_slot)
+
+
+def test_quick_config_and_equal_flops_schedule():
+    study = study_config.make_study_config(quick=True)
+    assert (study.hidden_size, study.num_hidden_layers, study.num_attention_heads,
+            study.intermediate_size, study.embedding_size) == (32, 2, 1, 128, 32)
+    assert study.checkpoint_steps == (10, 20) and study.electra_steps == 20
+    ratio = (study_flops.study_flops_per_step(study, "electra")
+             / study_flops.study_flops_per_step(study, "mlm"))
+    assert study.mlm_steps == round(20 * ratio)
+    assert study.mlm_checkpoint_steps[-1] == study.mlm_steps
+    interval = study_config.save_interval(study.mlm_checkpoint_steps)
+    assert all(s % interval == 0 for s in study.mlm_checkpoint_steps[:-1])
+    explicit = study_config.make_study_config(True, {"mlm_steps": 30,
+                                                     "mlm_checkpoint_steps": [15, 30]})
+    assert (explicit.mlm_steps, explicit.mlm_checkpoint_steps) == (30, (15, 30))
+
+
+@pytest.mark.parametrize("hparams, message", [
+    ({"hiden_size": 8}, "unknown hparam 'hiden_size' for StudyConfig"),
+    ({"electra_steps": "20"}, "expects int"),
+    ({"checkpoint_steps": [10, 15]}, "must end at electra_steps"),
+    ({"tasks": ["cola", "qqp"]}, "tasks must list distinct tasks"),
+    ({"train_examples": {"cola": 0}}, r"train_examples\['cola'\] must be an int >= 1"),
+    ({"task_hparams": {"rte": {"seed": 3}}}, "which the study sets itself"),
+    ({"task_hparams": {"rte": {"num_train_epoch": 3}}}, "unknown hparam 'num_train_epoch'"),
+])
+def test_config_errors(hparams, message):
+    with pytest.raises(ConfigError, match=message):
+        study_config.make_study_config(True, hparams)
+
+
+def test_subsampling_keeps_headers_lines_and_sentences(tmp_path):
+    require_shared_data()
+    study = study_config.make_study_config(True, {"train_examples": {"mrpc": 5, "chunk": 3},
+                                                  "dev_examples": {"chunk": 2}})
+    for task in ("mrpc", "chunk"):
+        study_data.write_task_dir(study, task, str(SHARED_DATA), str(tmp_path))
+    source = (SHARED_DATA / "glue" / "MRPC" / "train.tsv").read_text(encoding="utf-8")
+    written = (tmp_path / "mrpc" / "train.tsv").read_text(encoding="utf-8")
+    lines = written.splitlines(keepends=True)
+    assert len(lines) == 6 and lines[0] == source.splitlines(keepends=True)[0]
+    source_rows = source.splitlines(keepends=True)[1:]
+    positions = [source_rows.index(line) for line in lines[1:]]
+    assert positions == sorted(positions)  # original rows, in file order
+    chunk_train = (tmp_path / "chunk" / "train.txt").read_text(encoding="utf-8")
+    sentences = chunk_train.strip("\n").split("\n\n")
+    assert len(sentences) == 3 and chunk_train.endswith("\n\n")
+    source_chunk = (SHARED_DATA / "chunk" / "train.txt").read_text(encoding="utf-8")
+    assert all("\n" + s + "\n" in "\n" + source_chunk for s in sentences)
+    dev = (tmp_path / "chunk" / "dev.txt").read_text(encoding="utf-8")
+    assert len(dev.strip("\n").split("\n\n")) == 2  # dev.txt comes from CoNLL test.txt
+    again = study_data.subsample_conll(str(SHARED_DATA / "chunk" / "train.txt"), 3, "0:chunk:train")
+    assert again[0] == chunk_train  # seeded: the same rows every time
+
+
+def test_missing_shared_data_is_one_clear_error(tmp_path, capsys):
+    argv = ["--quick", "--work-dir", str(tmp_path / "w"), "--shared-data", str(tmp_path / "no")]
+    with pytest.raises(SystemExit) as exit_info:
+        cli.run_main(lambda: learning_study.main(argv))
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert str(tmp_path / "no" / "vocab" / "vocab.txt") in err and "--shared-data" in err
+    assert not (tmp_path / "w").exists()
+
+
+def _run(capsys, work, out, *extra):
+    learning_study.main(["--quick", "--work-dir", str(work), "--out-dir", str(out),
+                         "--shared-data", str(SHARED_DATA), "--hparams", E2E_HPARAMS, *extra])
+    return capsys.readouterr().out
+
+
+def _mtimes(work):
+    return {p: p.stat().st_mtime_ns for p in (work / "units").rglob("*.json")}
+
+
+def _check_png(path):
+    data = path.read_bytes()
+    assert data[:8] == PNG_SIGNATURE and data[12:16] == b"IHDR", path
+    width, height = struct.unpack(">II", data[16:24])
+    assert width > 100 and height > 100
+
+
+def _check_report(out, study):
+    results = json.loads((out / "results.json").read_text())
+    assert set(results) == {"config", "flops_per_step", "pretraining", "pretrain_eval",
+                            "finetune", "rows"}
+    assert results["config"]["tasks"] == E2E_TASKS
+    assert [r["init"] for r in results["rows"]] == [
+        "random", "electra_10", "electra_20", "mlm_10", f"mlm_{study.mlm_steps}"]
+    for row in results["rows"]:
+        seeds = 1 if row["init"] in ("electra_10", "mlm_10") else 2
+        assert all(len(results["finetune"][f"{row['init']}__{t}"]["scores"]) == seeds
+                   for t in E2E_TASKS)
+        assert row["average"] is not None
+    assert set(results["pretrain_eval"]["electra"]) == {"10", "20"}
+    assert "disc_auc" in results["pretrain_eval"]["electra"]["20"]
+    table = (out / "results.md").read_text()
+    header = ("| init | pre-training steps | pre-training TFLOP | pre-training s | cola MCC | "
+              "sts Spearman | chunk F1 | average |")
+    assert header in table
+    for label in ("random init", "ELECTRA @ 10", "ELECTRA @ 20", "MLM @ 10",
+                  f"MLM @ {study.mlm_steps}"):
+        assert re.search(rf"^\| {label} \|( [^|]+ \|){{7}}$", table, re.M), label
+    for name in ("downstream_average.png", "downstream_tasks_steps.png",
+                 "downstream_tasks_flops.png", "pretrain_metrics.png"):
+        _check_png(out / name)
+
+
+def test_quick_study_end_to_end_and_resume(tmp_path, capsys):
+    require_shared_data()
+    work, out = tmp_path / "work", tmp_path / "report"
+    study = study_config.make_study_config(True, E2E_HPARAMS)
+    _run(capsys, work, out, "--stages", "data,pretrain_electra")
+    assert (work / "units" / "pretrain" / "electra.json").exists()
+    assert not (work / "units" / "pretrain" / "mlm.json").exists()
+    assert (out / "results.md").exists()  # the report follows every stage
+    before = _mtimes(work)
+
+    log = _run(capsys, work, out)  # the full command continues the study
+    assert "[data] 1 units: 1 done (skipped), 0 to run" in log
+    assert "[pretrain_electra] 1 units: 1 done (skipped), 0 to run" in log
+    assert all(_mtimes(work)[p] == t for p, t in before.items())
+    assert len(list((work / "units" / "pretrain_eval").glob("*.json"))) == 4
+    assert len(list((work / "units" / "finetune").glob("*.json"))) == 5 * len(E2E_TASKS)
+    assert not list((work / "finetune_runs").rglob("finetuning_models"))
+    assert json.loads((work / "study_config.json").read_text())["tasks"] == E2E_TASKS
+    _check_report(out, study)
+
+    # A study killed during a unit has no record for it: only that unit runs again.
+    lost = work / "units" / "finetune" / "mlm_10__sts.json"
+    lost.unlink()
+    finished = _mtimes(work)
+    log = _run(capsys, work, out)
+    assert f"[finetune] {5 * len(E2E_TASKS)} units: {5 * len(E2E_TASKS) - 1} done " \
+           "(skipped), 1 to run" in log
+    assert "[pretrain_eval] 4 units: 4 done (skipped), 0 to run" in log
+    assert lost.exists() and all(_mtimes(work)[p] == t for p, t in finished.items())
+
+    with pytest.raises(cli.UserError, match="another config.*electra_steps: 20 there, 40 now"):
+        learning_study.main(["--quick", "--work-dir", str(work), "--out-dir", str(out),
+                             "--hparams", json.dumps({"tasks": E2E_TASKS, "electra_steps": 40,
+                                                      "checkpoint_steps": [20, 40]})])
