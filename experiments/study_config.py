@@ -63,12 +63,12 @@ class StudyConfig:
 
     # pre-training (both objectives: same data, batch, peak LR, warmup and seed)
     electra_steps: int = 4000  # ELECTRA pre-training steps
-    checkpoint_steps: tuple = (250, 500, 1000, 2000, 4000)  # ELECTRA steps evaluated
+    checkpoint_steps: tuple = (500, 1000, 2000, 4000)  # ELECTRA steps evaluated
     mlm_steps: Optional[int] = None  # None -> same total FLOPs as ELECTRA
     mlm_checkpoint_steps: Optional[tuple] = None  # None -> checkpoint_steps scaled alike
     train_batch_size: int = 32
-    learning_rate: float = 5e-4
-    num_warmup_steps: int = 100
+    learning_rate: float = 1e-3
+    num_warmup_steps: int = 200
     eval_batch_size: int = 32
     num_eval_steps: int = 20  # pre-training eval batches per checkpoint
     seed: int = 0  # pre-training seed; fine-tuning seeds are seed, seed + 1, ...
@@ -85,7 +85,7 @@ class StudyConfig:
     finetune_max_seq_length: int = 128
     # task -> {FinetuningConfig hparam: value}, applied over the fields above
     task_hparams: dict = dataclasses.field(default_factory=lambda: {
-        "rte": {"num_train_epochs": 10.0}, "sts": {"num_train_epochs": 10.0}})
+        "cola": {"max_seq_length": 64}, "sst": {"max_seq_length": 64}})
 
     def __post_init__(self):
         _validate(self)
