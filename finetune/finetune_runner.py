@@ -27,6 +27,7 @@ import configure_finetuning
 from finetune import finetune_model
 from finetune import init_checkpoint
 from finetune import preprocessing
+from finetune import resume
 from finetune import task_builder
 from finetune.classification import classification_tasks
 from finetune.classification import glue_outputs
@@ -38,6 +39,7 @@ from util import checkpoint
 from util import config_utils
 from util import distribute
 from util import io_utils
+from util import preemption
 from util import training
 from util.cli import UserError
 from util.logging_utils import heading, log
@@ -76,11 +78,13 @@ class ModelRunner:
       preprocessor: preprocessing.Preprocessor shared by the trials.
       strategy: tf.distribute strategy (variables are created in its scope).
       bert_config: modeling.BertConfig of the encoder.
+      stop: optional active preemption.StopRequest: once requested, training saves a
+        checkpoint and evaluation stops; both raise preemption.Preempted.
     """
 
-    def __init__(self, config, tasks, preprocessor, strategy, bert_config):
+    def __init__(self, config, tasks, preprocessor, strategy, bert_config, stop=None):
         self.config, self.tasks = config, list(tasks)
-        self._preprocessor, self._strategy = preprocessor, strategy
+        self._preprocessor, self._strategy, self._stop = preprocessor, strategy, stop
         self.compute_dtype = training.compute_dtype(config.mixed_precision)
         # The seed fixes the heads' initialisation, dropout and the data order.
         tf.random.set_seed(config.seed)
@@ -92,6 +96,7 @@ class ModelRunner:
                 init_checkpoint.init_from_checkpoint(
                     self.named_vars, config.init_checkpoint, require_heads=not config.do_train)
         self._predict_fns = {}
+        self._trained_step = None  # global_step once train() returned
 
     def _loss_fn(self, features, seed, training_):
         del seed  # dropout draws from the trial's global seed
@@ -124,7 +129,7 @@ class ModelRunner:
             raise UserError(f"the training data of {list(c.task_names)} gives 0 steps with "
                             f"train_batch_size {c.train_batch_size} and num_train_epochs "
                             f"{c.num_train_epochs}; lower the batch size or add epochs.")
-        prepare_model_dir(c)  # after the data loaded: bad input leaves no files behind
+        resuming = prepare_model_dir(c)  # after the data loaded: bad input leaves no files
         log(f"Training for {num_steps} steps")
         with self._strategy.scope():
             optimizer = self._optimizer()
@@ -144,7 +149,12 @@ class ModelRunner:
         iterator = iter(self._strategy.experimental_distribute_dataset(dataset))
         manager = checkpoint.CheckpointManager(c.model_dir, max_to_keep=1)
         state = {**self.named_vars, **optimizer.slot_variables(), "global_step": global_step}
-        return training.train(trainer, iterator, manager, state)
+        if resuming:  # a stopped run of this trial: continue from its checkpoint
+            checkpoint.restore_checkpoint(state, c.model_dir)
+            log(f"Resuming from step {int(global_step.numpy())} of {num_steps}")
+        result = training.train(trainer, iterator, manager, state, stop=self._stop)
+        self._trained_step = result.global_step
+        return result
 
     def predictions(self, task, split):
         """Yields {output name: numpy value} for every real example (window) of `split`."""
@@ -156,11 +166,19 @@ class ModelRunner:
         dataset, n_batches = self._preprocessor.prepare_predict([task], split)
         every = max(1, n_batches // EVAL_LOG_LINES)
         for index, batch in enumerate(dataset):
+            self._check_stop(split)
             outputs = {k: v.numpy() for k, v in fn(batch).items()}
             for row in np.nonzero(outputs["task_id"] == task.task_id)[0]:
                 yield {k: v[row] for k, v in outputs.items() if k != "task_id"}
             if (index + 1) % every == 0 or index + 1 == n_batches:
                 log(f"{task.name} {split}: {index + 1}/{n_batches} batches predicted")
+
+    def _check_stop(self, split):
+        """Raises Preempted once a stop was requested (training's checkpoint is final)."""
+        if self._stop is not None and self._stop.requested:
+            raise preemption.Preempted(
+                self._stop.signal_name, self._trained_step,
+                tf.train.latest_checkpoint(self.config.model_dir), during=f"predicting {split}")
 
     def evaluate_task(self, task, split="dev"):
         """Runs the scorer of `task` over `split`; returns the filled scorer."""
@@ -257,7 +275,12 @@ def write_results(config, results, seeds):
 
 
 def prepare_model_dir(config):
-    """Wipes this trial's previous model dir (only if this tool wrote it), then marks it."""
+    """Wipes this trial's previous model dir (only if this tool wrote it), then marks it.
+
+    Returns:
+      True when the dir holds a stopped run of this same trial config (finetune/resume.py)
+      with a checkpoint: it is kept, to be continued.
+    """
     model_dir = os.path.abspath(config.model_dir)
     if config.init_checkpoint:
         init = os.path.abspath(config.init_checkpoint)
@@ -266,6 +289,9 @@ def prepare_model_dir(config):
                             f"dir {config.model_dir!r} that training would wipe; copy it "
                             "elsewhere or set model_dir.")
     if os.path.isdir(model_dir):
+        if (os.path.exists(os.path.join(model_dir, MODEL_DIR_MARKER))
+                and resume.is_resumable(config) and tf.train.latest_checkpoint(model_dir)):
+            return True
         if os.path.exists(os.path.join(model_dir, MODEL_DIR_MARKER)):
             shutil.rmtree(model_dir)
         elif os.listdir(model_dir):
@@ -273,6 +299,7 @@ def prepare_model_dir(config):
                             f"run_finetuning.py (no {MODEL_DIR_MARKER}); move it away or set "
                             "model_dir in --hparams.")
     config_utils.save_config(config, os.path.join(model_dir, MODEL_DIR_MARKER))
+    return False
 
 
 def remove_model_dir(model_dir):
@@ -282,8 +309,23 @@ def remove_model_dir(model_dir):
 
 
 def run_trial(config, trial, tasks, preprocessor, strategy, bert_config):
-    """Train and/or evaluate one trial; returns its results dict (or None)."""
-    runner = ModelRunner(config, tasks, preprocessor, strategy, bert_config)
+    """Train and/or evaluate one trial; returns its results dict (or None).
+
+    When training, SIGTERM / SIGINT stop the trial with a checkpoint (preemption.Preempted);
+    run_finetuning then records it for the rerun (finetune/resume.py).
+    """
+    if not config.do_train:
+        return _train_and_evaluate(
+            ModelRunner(config, tasks, preprocessor, strategy, bert_config), trial)
+    with preemption.StopRequest() as stop:
+        runner = ModelRunner(config, tasks, preprocessor, strategy, bert_config, stop)
+        results = _train_and_evaluate(runner, trial)
+    resume.clear_marker(config)  # complete: a later run must not resume it
+    return results
+
+
+def _train_and_evaluate(runner, trial):
+    config = runner.config
     if config.do_train:
         heading("Start training")
         runner.train()
@@ -317,12 +359,19 @@ def run_finetuning(config):
         raise UserError(str(e)) from None
     preprocessor = preprocessing.Preprocessor(config, tasks)
     results, seeds, trial = [], [], 1
+    stopped = resume.find_stopped_trial(config) if config.do_train else None
+    if stopped:
+        trial, results, seeds = stopped
     while config.num_trials < 0 or trial <= config.num_trials:
         trial_config = config.for_trial(trial)
         heading(f"Config: model={config.model_name}, trial {trial}/{config.num_trials}")
         log(config_utils.format_config(trial_config))
-        trial_results = run_trial(trial_config, trial, tasks, preprocessor, strategy,
-                                  bert_config)
+        try:
+            trial_results = run_trial(trial_config, trial, tasks, preprocessor, strategy,
+                                      bert_config)
+        except preemption.Preempted:
+            resume.write_marker(trial_config, trial, results, seeds)
+            raise
         if trial_results is not None:
             results.append(trial_results)
             seeds.append(trial_config.seed)

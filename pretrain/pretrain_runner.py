@@ -5,7 +5,8 @@
   do_train: restore the latest checkpoint of model_dir (ours, or a released-style one
     without Adam slots, whose slots start at zero) and train until global_step reaches
     num_train_steps with util/training.py; re-running the same command resumes, and an
-    already finished model exits with a message.
+    already finished model exits with a message. SIGTERM / SIGINT save a checkpoint at
+    the step reached and raise preemption.Preempted (run_pretraining.py exits 75).
   do_eval: num_eval_steps batches without dropout; prints the metrics of spec c.10 and
     the real-token / representation extras of pretrain/metrics.py as
     "  <metric> = <value>" sorted and writes results_txt / results_pkl atomically.
@@ -20,7 +21,7 @@ import tensorflow as tf
 from model import optimization, tokenization
 from pretrain import metrics as pretrain_metrics
 from pretrain import pretrain_data, pretrain_helpers, pretrain_model
-from util import checkpoint, config_utils, distribute, io_utils, training
+from util import checkpoint, config_utils, distribute, io_utils, preemption, training
 from util.cli import UserError
 from util.logging_utils import heading, log
 
@@ -173,7 +174,10 @@ def train(config, strategy, files, special_ids):
     manager = checkpoint.CheckpointManager(config.model_dir, config.keep_checkpoint_max)
     log("Model is built!")
     log(f"Training for {config.num_train_steps - start} steps (from step {start})")
-    return training.train(trainer, iter(dataset), manager, named_state, is_chief=chief)
+    # SIGTERM / SIGINT from here on: checkpoint at the step reached, raise Preempted.
+    with preemption.StopRequest() as stop:
+        return training.train(trainer, iter(dataset), manager, named_state, is_chief=chief,
+                              stop=stop)
 
 
 _EVAL_FIELDS = ("loss", "masked_lm_ids", "masked_lm_weights", "mlm_preds",

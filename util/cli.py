@@ -21,18 +21,24 @@ def parse_run_args(description, argv=None):
 
 
 def run_main(fn):
-    """Runs `fn()`, turning user-facing errors into one line and exit code 2.
+    """Runs `fn()`, turning user-facing errors into one line and exit code 2, and a
+    training run stopped by SIGTERM / SIGINT (util/preemption.py) into its one line and
+    exit code 75 (preemption.EXIT_CODE).
 
     Errors that are the user's to fix (bad hparams, missing files, bad data) are
     subclasses of ValueError/FileNotFoundError raised with a message that names the
     problem and the fix; a traceback adds nothing for them.
     """
     from util.config_utils import ConfigError  # pylint: disable=import-outside-toplevel
+    from util import preemption  # pylint: disable=import-outside-toplevel
     try:
         return fn()
     except (ConfigError, FileNotFoundError, UserError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+    except preemption.Preempted as e:  # SIGTERM / SIGINT: checkpoint saved, not an error
+        print(str(e), file=sys.stderr)
+        sys.exit(preemption.EXIT_CODE)
 
 
 class UserError(ValueError):

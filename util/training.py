@@ -12,6 +12,10 @@ Python loop around it does the cadence, visible at a glance:
         stop with TrainingDiverged if a loss went non-finite (nothing saved)
         log a progress line + TensorBoard scalars every log_every_steps
         checkpoint every save_checkpoints_steps and at the end
+        on SIGTERM / SIGINT (util/preemption.py): checkpoint now, raise Preempted
+
+The compiled call checks the stop flag before every step, so a signal stops training
+within one step even when steps_per_loop is large.
 """
 
 import collections
@@ -23,6 +27,7 @@ from tensorflow.core.framework import summary_pb2
 
 from util import logging_utils
 from util.cli import UserError
+from util.preemption import Preempted
 
 COMPUTE_DTYPES = {"float32": tf.float32, "bfloat16": tf.bfloat16, "float16": tf.float16}
 # What TensorBoard's scalar summary attaches; written with core TF's tf.summary.write so
@@ -123,6 +128,13 @@ class Trainer:
             with strategy.scope():
                 self.loss_scale = _LossScale(settings.initial_loss_scale,
                                              settings.loss_scale_growth_steps)
+        # stop_flag is set from any thread by a preemption.StopRequest listener and read
+        # by the compiled loop before each step; `stopped` records that the loop broke
+        # off for it (agreed by all workers, so they all stop at the same step).
+        with tf.init_scope():
+            self.stop_flag = tf.Variable(False, trainable=False, name="stop_requested")
+            self.stopped = tf.Variable(False, trainable=False, name="stopped")
+        self._agree_on_stop = _is_multi_worker(strategy)
         grads_fn = self._loss_and_grads
         if settings.jit_compile:
             grads_fn = tf.function(grads_fn, jit_compile=True)
@@ -188,8 +200,17 @@ class Trainer:
         self.global_step.assign_add(1)
         return losses, lr
 
+    def _stop_requested(self):
+        if not self._agree_on_stop:
+            return self.stop_flag.read_value()
+        # Several workers: a worker that left the loop alone would hang the others in
+        # their next all-reduce, so every worker stops once any of them was signalled.
+        votes = self.strategy.run(lambda: tf.cast(self.stop_flag.read_value(), tf.int32))
+        return self.strategy.reduce(tf.distribute.ReduceOp.SUM, votes, axis=None) > 0
+
     def _train_steps(self, iterator, num_steps):
-        """Runs up to num_steps steps; stops right after a step with a non-finite loss.
+        """Runs up to num_steps steps; stops right after a step with a non-finite loss,
+        and before a step once a stop was requested (then sets `stopped`).
 
         Returns:
           (mean losses over the steps run, losses of the last step, lr of the last step).
@@ -200,6 +221,9 @@ class Trainer:
         lr = zero
         count = zero
         for _ in tf.range(num_steps):
+            if self._stop_requested():
+                self.stopped.assign(True)
+                break
             last, lr = self._one_step(iterator)
             total = {k: total[k] + last[k] for k in self.loss_names}
             count += 1.0
@@ -207,6 +231,15 @@ class Trainer:
                 break
         mean = {k: v / tf.maximum(count, 1.0) for k, v in total.items()}
         return mean, last, lr
+
+
+def _is_multi_worker(strategy):
+    """Whether `strategy` spans several worker processes (MultiWorkerMirroredStrategy)."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) or not resolver:
+        return False
+    jobs = resolver.cluster_spec().as_dict()
+    return sum(len(jobs.get(job, [])) for job in ("chief", "worker")) > 1
 
 
 def _steps_this_call(step, settings):
@@ -228,7 +261,7 @@ def _check_finite(last, step):
             "learning_rate, raise num_warmup_steps, or use mixed_precision float32.")
 
 
-def train(trainer, iterator, checkpoint_manager, named_state, is_chief=True):
+def train(trainer, iterator, checkpoint_manager, named_state, is_chief=True, stop=None):
     """Runs the loop until global_step reaches settings.num_train_steps.
 
     Args:
@@ -237,37 +270,89 @@ def train(trainer, iterator, checkpoint_manager, named_state, is_chief=True):
       checkpoint_manager: has save(named_vars, step); None disables checkpoints.
       named_state: dict name -> variable to checkpoint (weights, optimizer slots, step).
       is_chief: only the chief logs, writes summaries and checkpoints.
+      stop: optional preemption.StopRequest (active); once it is requested, training
+        stops before the next step, saves a checkpoint and raises Preempted.
     Returns:
       TrainResult.
     Raises:
       TrainingDiverged: a loss became NaN/Inf (names the step and the loss).
+      Preempted: a stop was requested (names the signal, the step and the checkpoint).
     """
     s = trainer.settings
     start = int(trainer.global_step.numpy())
-    step, last_logged = start, {}
-    progress = logging_utils.Progress(s.num_train_steps, start=start, quiet=not is_chief)
-    writer = (tf.summary.create_file_writer(s.summary_dir)
-              if s.summary_dir and is_chief else None)
-    window_start, window_steps = time.monotonic(), 0
-    while step < s.num_train_steps:
-        n = _steps_this_call(step, s)
-        mean, last, lr = trainer.train_steps(iterator, tf.constant(n, tf.int32))
-        new_step = int(trainer.global_step.numpy())
-        window_steps += new_step - step
-        _check_finite(last, new_step)
-        step = new_step
-        if step % s.log_every_steps == 0 or step == s.num_train_steps:
-            last_logged = {k: float(v) for k, v in mean.items()}
-            progress.update(step, last_logged)
-            rate = window_steps / max(time.monotonic() - window_start, 1e-9)
-            _write_summaries(writer, step, last_logged, float(lr), rate, trainer.loss_scale)
-            window_start, window_steps = time.monotonic(), 0
-        if checkpoint_manager is not None and is_chief and (
-                step % s.save_checkpoints_steps == 0 or step == s.num_train_steps):
-            checkpoint_manager.save(named_state, step)
-    if writer is not None:
-        writer.flush()
-    return TrainResult(global_step=step, steps_run=step - start, losses=last_logged)
+    _connect_stop(trainer, stop)
+    logger = _Logger(trainer, start, is_chief)
+    saver = _Saver(checkpoint_manager if is_chief else None, named_state)
+    step = start
+    try:
+        while step < s.num_train_steps:
+            n = _steps_this_call(step, s)
+            mean, last, lr = trainer.train_steps(iterator, tf.constant(n, tf.int32))
+            new_step = int(trainer.global_step.numpy())
+            _check_finite(last, new_step)
+            stopped = bool(trainer.stopped.numpy())
+            ran, step = new_step - step, new_step
+            logger.count(ran)
+            if ran and (step % s.log_every_steps == 0 or step == s.num_train_steps or stopped):
+                logger.log(step, mean, lr)
+            if step % s.save_checkpoints_steps == 0 or step == s.num_train_steps or stopped:
+                saver.save(step)
+            if stopped:
+                name = stop.signal_name if stop is not None and stop.requested else None
+                raise Preempted(name or "a signal to another worker", step, saver.path)
+    finally:
+        logger.close()
+    return TrainResult(global_step=step, steps_run=step - start, losses=logger.last)
+
+
+def _connect_stop(trainer, stop):
+    trainer.stop_flag.assign(False)
+    trainer.stopped.assign(False)
+    if stop is not None:
+        # Fires at once if the stop was requested before training started.
+        stop.add_listener(lambda: trainer.stop_flag.assign(True))
+
+
+class _Saver:
+    """Checkpoints through the manager (None: no checkpoints), at most once per step."""
+
+    def __init__(self, manager, named_state):
+        self._manager, self._named_state = manager, named_state
+        self.step, self.path = None, None
+
+    def save(self, step):
+        if self._manager is not None and step != self.step:
+            self.path = self._manager.save(self._named_state, step)
+            self.step = step
+
+
+class _Logger:
+    """Progress lines and TensorBoard scalars (chief only); `last` = last logged losses."""
+
+    def __init__(self, trainer, start, is_chief):
+        s = trainer.settings
+        self._trainer = trainer
+        self._progress = logging_utils.Progress(s.num_train_steps, start=start,
+                                                quiet=not is_chief)
+        self._writer = (tf.summary.create_file_writer(s.summary_dir)
+                        if s.summary_dir and is_chief else None)
+        self._window_start, self._window_steps = time.monotonic(), 0
+        self.last = {}
+
+    def count(self, steps):
+        self._window_steps += steps
+
+    def log(self, step, mean, lr):
+        self.last = {k: float(v) for k, v in mean.items()}
+        self._progress.update(step, self.last)
+        rate = self._window_steps / max(time.monotonic() - self._window_start, 1e-9)
+        _write_summaries(self._writer, step, self.last, float(lr), rate,
+                         self._trainer.loss_scale)
+        self._window_start, self._window_steps = time.monotonic(), 0
+
+    def close(self):
+        if self._writer is not None:
+            self._writer.flush()
 
 
 def _write_summaries(writer, step, losses, lr, steps_per_sec, loss_scale):
