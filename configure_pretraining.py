@@ -89,6 +89,9 @@ class PretrainingConfig:
     jit_compile: bool = False  # compile the train step with XLA
     seed: int = 0  # seeds masking, sampling, dropout and data order
     log_every_steps: int = 100  # progress line interval
+    # read a damaged TFRecord file up to its first bad record instead of failing;
+    # the skipped records are counted in the log, progress lines and eval results
+    skip_corrupt_records: bool = False
 
     # default locations of data files (None -> derived from data_dir / model_name)
     pretrain_tfrecords: Optional[str] = None  # comma-separated glob patterns

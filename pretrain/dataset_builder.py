@@ -3,7 +3,8 @@
 Shared by build_pretraining_dataset.py (a directory of text files, blank lines separate
 documents) and build_openwebtext_pretraining_dataset.py (xz tar archives, one document
 per member file). Output: `pretrain_data.tfrecord-<i>-of-<n>` shards plus the metadata
-file `pretrain_data.json`, written last, which marks the dataset complete.
+file `pretrain_data.json` (flags, counts, each shard's examples and bytes), written
+last, which marks the dataset complete.
 
 Determinism: job j draws all its randomness (file order, target lengths, segment
 splits) from `random.Random(f"{seed}:{j}")`, so the same inputs, flags and process
@@ -414,10 +415,11 @@ def build_dataset(config: BuildConfig, inputs: list[str],
         _remove_temporaries(results)
         raise DatasetError(f"No examples were built from {len(inputs)} input files: they "
                            "hold no text that the tokenizer keeps.")
-    counts = {}
+    counts, sizes = {}, {}
     for result in results:
         for temp, final in result.temp_to_final.items():
             os.replace(temp, final)
+            sizes[os.path.basename(final)] = os.path.getsize(final)
         counts.update(result.shard_counts)
     metadata = {
         "format": METADATA_FORMAT, "tool_version": TOOL_VERSION,
@@ -427,6 +429,11 @@ def build_dataset(config: BuildConfig, inputs: list[str],
         "examples_per_file": {shard_name(i, config.num_out_files):
                               counts[shard_name(i, config.num_out_files)]
                               for i in range(config.num_out_files)},
+        # Checked before training (pretrain/data_checks.py): a truncated or replaced
+        # shard fails at start-up with its name instead of mid-run.
+        "bytes_per_file": {shard_name(i, config.num_out_files):
+                           sizes[shard_name(i, config.num_out_files)]
+                           for i in range(config.num_out_files)},
         "vocab_file": os.path.abspath(config.vocab_file),
         "vocab_sha256": io_utils.file_sha256(config.vocab_file),
         "vocab_size": max(full_tokenizer.vocab.values()) + 1,

@@ -20,7 +20,7 @@ import tensorflow as tf
 
 from model import optimization, tokenization
 from pretrain import metrics as pretrain_metrics
-from pretrain import pretrain_data, pretrain_helpers, pretrain_model
+from pretrain import data_checks, pretrain_data, pretrain_helpers, pretrain_model
 from util import checkpoint, config_utils, distribute, io_utils, preemption, training
 from util.cli import UserError
 from util.logging_utils import heading, log
@@ -51,13 +51,14 @@ def check_vocab(config):
 
 
 def check_data(config):
-    """The TFRecord files, after checking they exist and hold max_seq_length sequences."""
+    """data_checks.CheckedData: the TFRecord files after the start-up checks (every
+    pattern matches, shards agree with their metadata, first records have
+    max_seq_length; with skip_corrupt_records, each file's readable part)."""
     try:
         files = pretrain_data.expand_file_patterns(config.pretrain_tfrecords)
-        pretrain_data.check_record_length(files, config.max_seq_length)
-    except (FileNotFoundError, ValueError) as e:
+    except FileNotFoundError as e:
         raise UserError(str(e)) from None
-    return files
+    return data_checks.check_files(files, config.max_seq_length, config.skip_corrupt_records)
 
 
 def is_adam_slot(name):
@@ -113,13 +114,14 @@ def build_model(config, special_ids, strategy):
     return model, global_step
 
 
-def _dataset(config, strategy, files, batch_size, is_training, seed):
+def _dataset(config, strategy, data, batch_size, is_training, seed):
     name = "train_batch_size" if is_training else "eval_batch_size"
 
     def dataset_fn(input_context, per_replica_batch):
         del per_replica_batch  # get_dataset derives it from the global size and context
-        return pretrain_data.get_dataset(files, config.max_seq_length, batch_size,
-                                         is_training, input_context, seed)
+        return pretrain_data.get_dataset(data.files, config.max_seq_length, batch_size,
+                                         is_training, input_context, seed,
+                                         record_limits=data.record_limits)
 
     return distribute.distribute_dataset(strategy, dataset_fn, batch_size, name)
 
@@ -130,16 +132,21 @@ def _data_seed(config, start_step):
     return (config.seed * 1000003 + start_step) % (2 ** 31 - 1)
 
 
-def _loop_settings(config):
+def _loop_settings(config, data):
     return training.LoopSettings(
         num_train_steps=config.num_train_steps, steps_per_loop=config.iterations_per_loop,
         log_every_steps=config.log_every_steps,
         save_checkpoints_steps=config.save_checkpoints_steps,
         mixed_precision=config.mixed_precision, initial_loss_scale=config.loss_scale,
-        jit_compile=config.jit_compile, seed=config.seed, summary_dir=config.model_dir)
+        jit_compile=config.jit_compile, seed=config.seed, summary_dir=config.model_dir,
+        progress_counts=_skip_counts(config, data))
 
 
-def train(config, strategy, files, special_ids):
+def _skip_counts(config, data):
+    return {"skipped_records": data.skipped_records} if config.skip_corrupt_records else {}
+
+
+def train(config, strategy, data, special_ids):
     """Trains (or resumes) to num_train_steps. Returns util.training.TrainResult."""
     chief = distribute.is_chief(strategy)
     model, global_step = build_model(config, special_ids, strategy)
@@ -168,16 +175,18 @@ def train(config, strategy, files, special_ids):
             warmup_steps=config.num_warmup_steps, lr_decay_power=config.lr_decay_power)
 
     trainer = training.Trainer(strategy, loss_fn, trainable, optimizer, lr_fn, global_step,
-                               _loop_settings(config), ["mlm_loss", "disc_loss"])
-    dataset = _dataset(config, strategy, files, config.train_batch_size, True,
+                               _loop_settings(config, data), ["mlm_loss", "disc_loss"])
+    dataset = _dataset(config, strategy, data, config.train_batch_size, True,
                        _data_seed(config, start))
     manager = checkpoint.CheckpointManager(config.model_dir, config.keep_checkpoint_max)
     log("Model is built!")
     log(f"Training for {config.num_train_steps - start} steps (from step {start})")
     # SIGTERM / SIGINT from here on: checkpoint at the step reached, raise Preempted.
-    with preemption.StopRequest() as stop:
-        return training.train(trainer, iter(dataset), manager, named_state, is_chief=chief,
-                              stop=stop)
+    with data_checks.reported_data_errors(data.files, config.max_seq_length,
+                                          config.model_dir):
+        with preemption.StopRequest() as stop:
+            return training.train(trainer, iter(dataset), manager, named_state,
+                                  is_chief=chief, stop=stop)
 
 
 _EVAL_FIELDS = ("loss", "masked_lm_ids", "masked_lm_weights", "mlm_preds",
@@ -186,13 +195,13 @@ _EVAL_FIELDS = ("loss", "masked_lm_ids", "masked_lm_weights", "mlm_preds",
                 "repr_cosine")
 
 
-def evaluate(config, strategy, files, special_ids):
+def evaluate(config, strategy, data, special_ids):
     """num_eval_steps batches without dropout -> {metric: value} (spec c.10 + extras)."""
     model, global_step = build_model(config, special_ids, strategy)
     restore({**model.named_variables(), "global_step": global_step}, config.model_dir,
             required=True)
     dtype = training.compute_dtype(config.mixed_precision)
-    dataset = _dataset(config, strategy, files, config.eval_batch_size, False, config.seed)
+    dataset = _dataset(config, strategy, data, config.eval_batch_size, False, config.seed)
 
     @tf.function
     def eval_step(features, step):
@@ -207,13 +216,16 @@ def evaluate(config, strategy, files, special_ids):
                                                  has_encoder=model.encoder is not None)
     iterator = iter(dataset)
     log("Model is built!")
-    for i in range(config.num_eval_steps):
-        outputs = eval_step(next(iterator), tf.constant(i, tf.int64))
-        local = {k: strategy.experimental_local_results(v) for k, v in outputs.items()}
-        for r in range(len(local["loss"])):
-            scores.update(_Fields({k: v[r] for k, v in local.items()}))
+    with data_checks.reported_data_errors(data.files, config.max_seq_length,
+                                          config.model_dir):
+        for i in range(config.num_eval_steps):
+            outputs = eval_step(next(iterator), tf.constant(i, tf.int64))
+            local = {k: strategy.experimental_local_results(v) for k, v in outputs.items()}
+            for r in range(len(local["loss"])):
+                scores.update(_Fields({k: v[r] for k, v in local.items()}))
     results = scores.result()
     results["global_step"] = int(global_step.numpy())
+    results.update(_skip_counts(config, data))
     return dict(sorted(results.items()))
 
 
@@ -266,13 +278,13 @@ def run_pretraining(config):
     strategy = distribute.get_strategy(config.distribution_strategy, config.tpu_name,
                                        config.tpu_zone, config.gcp_project)
     _, special_ids = check_vocab(config)
-    files = check_data(config)
+    data = check_data(config)
     tf.random.set_seed(config.seed)  # dropout masks (the rest uses stateless seeds)
     if config.do_train:
         heading("Running training")
-        return train(config, strategy, files, special_ids)
+        return train(config, strategy, data, special_ids)
     heading("Running evaluation")
-    results = evaluate(config, strategy, files, special_ids)
+    results = evaluate(config, strategy, data, special_ids)
     if distribute.is_chief(strategy):
         write_results(config, results)
     return results

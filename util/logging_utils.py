@@ -35,7 +35,8 @@ def secs_to_str(secs: float) -> str:
 
 def _format_extra(extra: str | Mapping[str, float]) -> str:
     if isinstance(extra, Mapping):
-        return "".join(f" - {name}: {value:.4f}" for name, value in extra.items())
+        return "".join(f" - {name}: {value}" if isinstance(value, int)
+                       else f" - {name}: {value:.4f}" for name, value in extra.items())
     return f" - {extra}" if extra else ""
 
 
@@ -78,7 +79,7 @@ class Progress:
         Args:
             done: units done so far, counting `start`.
             extra: appended as " - <extra>"; a mapping gives " - name: value" per item
-                with 4 decimals, as the original appended the loss.
+                with 4 decimals, as the original appended the loss (ints as they are).
         Returns:
             The line, without the trailing newline.
         """

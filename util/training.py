@@ -56,6 +56,8 @@ class LoopSettings:
     clip_norm: float = 1.0  # global-norm gradient clipping (the original's 1.0)
     seed: int = 0  # base of the per-step stateless seeds
     summary_dir: str | None = None  # TensorBoard event files (None: no summaries)
+    # {name: int} shown on every progress line, e.g. {"skipped_records": 3}
+    progress_counts: dict = dataclasses.field(default_factory=dict)
 
 
 TrainResult = collections.namedtuple("TrainResult", ["global_step", "steps_run", "losses"])
@@ -344,7 +346,7 @@ class _Logger:
 
     def log(self, step, mean, lr):
         self.last = {k: float(v) for k, v in mean.items()}
-        self._progress.update(step, self.last)
+        self._progress.update(step, {**self.last, **self._trainer.settings.progress_counts})
         rate = self._window_steps / max(time.monotonic() - self._window_start, 1e-9)
         _write_summaries(self._writer, step, self.last, float(lr), rate,
                          self._trainer.loss_scale)
