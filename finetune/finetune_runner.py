@@ -10,7 +10,8 @@ encoder and optimizer (model/), the one training loop, checkpoints and strategie
   2. train with util/training.py (AdamW, layer-wise LR decay, clipping at 1.0);
   3. evaluate every task on dev (tagging also on test.txt when present), print
      "<task>: <metric>: <value> - ...", write each task's dev predictions under
-     results/, then rewrite results_txt / results_pkl atomically;
+     results/ and the metrics as TensorBoard scalars under <model dir>/eval (training
+     losses are in the model dir), then rewrite results_txt / results_pkl atomically;
   4. optionally write test-set outputs; with keep_all_models false delete the model dir
      of every trial but the last.
 """
@@ -47,6 +48,7 @@ from util.logging_utils import heading, log
 # Written into every trial's model dir; a dir without it is never deleted.
 MODEL_DIR_MARKER = "finetuning_config.json"
 EVAL_LOG_LINES = 10  # at most this many progress lines per evaluation pass
+EVAL_SUMMARY_DIR = "eval"  # TensorBoard run of the dev metrics, inside the model dir
 
 
 def make_run_config(data_dir, model_name, hparams):
@@ -274,6 +276,16 @@ def write_results(config, results, seeds):
     io_utils.write_pickle(results, config.results_pkl)
 
 
+def write_eval_summaries(model_dir, step, results):
+    """TensorBoard scalars "<task>/<metric>" of the evaluation at `step`, in the run
+    `<model_dir>/eval` (training losses are in `<model_dir>` itself)."""
+    writer = tf.summary.create_file_writer(os.path.join(model_dir, EVAL_SUMMARY_DIR))
+    training.write_scalars(writer, step, {f"{task}/{metric}": value
+                                          for task, metrics in results.items()
+                                          for metric, value in metrics.items()})
+    writer.close()
+
+
 def prepare_model_dir(config):
     """Wipes this trial's previous model dir (only if this tool wrote it), then marks it.
 
@@ -326,13 +338,16 @@ def run_trial(config, trial, tasks, preprocessor, strategy, bert_config):
 
 def _train_and_evaluate(runner, trial):
     config = runner.config
+    train_result = None
     if config.do_train:
         heading("Start training")
-        runner.train()
+        train_result = runner.train()
     if not config.do_eval:
         return None
     heading("Run dev set evaluation")
     results = runner.evaluate(trial)
+    if train_result is not None:  # eval-only runs have no model dir of their own
+        write_eval_summaries(config.model_dir, train_result.global_step, results)
     if config.write_test_outputs and trial <= config.n_writes_test:
         heading("Running on the test set and writing the predictions")
         runner.write_test_outputs(trial)

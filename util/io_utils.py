@@ -12,6 +12,7 @@ import json
 import os
 import pickle
 import secrets
+import shutil
 from collections.abc import Iterator
 from typing import Any
 
@@ -52,6 +53,41 @@ def atomic_path(path: str | os.PathLike) -> Iterator[str]:
     finally:
         if os.path.exists(temp):
             os.remove(temp)
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike) -> Iterator[str]:
+    """Yields a new hidden temporary directory; if the block succeeds its files are
+    fsynced and it replaces the directory `path` (created or swapped in whole).
+
+    rename(2) cannot replace a non-empty directory, so an existing `path` is first moved
+    aside to a hidden name: a crash in between leaves it there, never a half-written
+    `path`. On an exception the temporary directory is removed and `path` is untouched.
+    """
+    path = os.path.abspath(os.fspath(path))
+    mkdir(os.path.dirname(path))
+    temp = temp_name_for(path)
+    os.mkdir(temp)
+    try:
+        yield temp
+        for root, _, files in os.walk(temp):
+            for name in files:
+                with open(os.path.join(root, name), "rb") as f:
+                    os.fsync(f.fileno())
+        if not os.path.isdir(path):
+            os.rename(temp, path)
+            return
+        old = temp_name_for(path)
+        os.rename(path, old)
+        try:
+            os.rename(temp, path)
+        except OSError:
+            os.rename(old, path)
+            raise
+        shutil.rmtree(old)
+    finally:
+        if os.path.exists(temp):
+            shutil.rmtree(temp)
 
 
 def _write_bytes(data: bytes, path: str | os.PathLike) -> None:

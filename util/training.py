@@ -363,6 +363,11 @@ def _write_summaries(writer, step, losses, lr, steps_per_sec, loss_scale):
     scalars = dict(losses, learning_rate=lr, steps_per_sec=steps_per_sec)
     if loss_scale is not None:
         scalars["loss_scale"] = float(loss_scale.scale.numpy())
+    write_scalars(writer, step, scalars)
+
+
+def write_scalars(writer, step, scalars):
+    """Writes {tag: number} as TensorBoard scalars at `step` with a summary file writer."""
     with writer.as_default(step=step):
         for name, value in scalars.items():
             tf.summary.write(name, tf.constant(value, tf.float32), metadata=_SCALAR_METADATA)
