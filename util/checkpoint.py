@@ -40,6 +40,10 @@ def save_checkpoint(named_vars, prefix):
       prefix: checkpoint prefix, e.g. "<dir>/model.ckpt-1000".
     Returns:
       prefix.
+    Raises:
+      io_utils.OutputError: a file could not be written (disk full, file-size limit,
+        read-only directory); it names the prefix and the cause, and every earlier
+        checkpoint is left as it was.
     """
     if not named_vars:
         raise ValueError(f"Nothing to save to {prefix}: named_vars is empty.")
@@ -48,22 +52,29 @@ def save_checkpoint(named_vars, prefix):
     temp = io_utils.temp_name_for(prefix)
     names = list(named_vars)
     try:
-        tf.raw_ops.SaveV2(prefix=temp, tensor_names=names, shape_and_slices=[""] * len(names),
-                          tensors=[tf.convert_to_tensor(named_vars[n]) for n in names])
-        data_files = sorted(glob.glob(glob.escape(temp) + ".data-*"))
-        for path in data_files + [temp + ".index"]:
-            _fsync(path)
-        # An old checkpoint with the same prefix must stop looking complete before its
-        # data files are replaced, otherwise its index could pair with the new data.
-        if os.path.exists(prefix + ".index"):
-            os.remove(prefix + ".index")
-        for path in data_files:
-            os.replace(path, prefix + path[len(temp):])
-        os.replace(temp + ".index", prefix + ".index")  # publishes the checkpoint
+        _write(named_vars, names, prefix, temp)
+    except (tf.errors.OpError, OSError) as e:
+        raise io_utils.output_error(prefix, e) from None
     finally:
         for leftover in glob.glob(glob.escape(temp) + ".*"):
             os.remove(leftover)
     return prefix
+
+
+def _write(named_vars, names, prefix, temp):
+    """SaveV2 under the temporary prefix, then renames into place, index last."""
+    tf.raw_ops.SaveV2(prefix=temp, tensor_names=names, shape_and_slices=[""] * len(names),
+                      tensors=[tf.convert_to_tensor(named_vars[n]) for n in names])
+    data_files = sorted(glob.glob(glob.escape(temp) + ".data-*"))
+    for path in data_files + [temp + ".index"]:
+        _fsync(path)
+    # An old checkpoint with the same prefix must stop looking complete before its
+    # data files are replaced, otherwise its index could pair with the new data.
+    if os.path.exists(prefix + ".index"):
+        os.remove(prefix + ".index")
+    for path in data_files:
+        os.replace(path, prefix + path[len(temp):])
+    os.replace(temp + ".index", prefix + ".index")  # publishes the checkpoint
 
 
 def _fsync(path):

@@ -7,6 +7,10 @@ import sys
 # TensorFlow's C++ start-up chatter is not useful to users; errors still show.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+# Exit codes (README "Long runs and faults"); 75 is util.preemption.EXIT_CODE.
+EXIT_USER_ERROR = 2  # bad hparams, missing or broken inputs
+EXIT_OUTPUT_ERROR = 74  # EX_IOERR: an output could not be written (disk full, read-only)
+
 
 def parse_run_args(description, argv=None):
     """The original's three flags: --data-dir, --model-name, --hparams."""
@@ -21,7 +25,8 @@ def parse_run_args(description, argv=None):
 
 
 def run_main(fn):
-    """Runs `fn()`, turning user-facing errors into one line and exit code 2, and a
+    """Runs `fn()`, turning user-facing errors into one line and exit code 2, a failed
+    write of an output (io_utils.OutputError) into one line and exit code 74, and a
     training run stopped by SIGTERM / SIGINT (util/preemption.py) into its one line and
     exit code 75 (preemption.EXIT_CODE).
 
@@ -30,12 +35,15 @@ def run_main(fn):
     problem and the fix; a traceback adds nothing for them.
     """
     from util.config_utils import ConfigError  # pylint: disable=import-outside-toplevel
-    from util import preemption  # pylint: disable=import-outside-toplevel
+    from util import io_utils, preemption  # pylint: disable=import-outside-toplevel
     try:
         return fn()
+    except io_utils.OutputError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(EXIT_OUTPUT_ERROR)
     except (ConfigError, FileNotFoundError, UserError) as e:
         print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+        sys.exit(EXIT_USER_ERROR)
     except preemption.Preempted as e:  # SIGTERM / SIGINT: checkpoint saved, not an error
         print(str(e), file=sys.stderr)
         sys.exit(preemption.EXIT_CODE)

@@ -19,9 +19,43 @@ from typing import Any
 TEMP_MARKER = ".tmp-"
 
 
+class OutputError(OSError):
+    """An output could not be written: disk full, file-size limit or quota reached,
+    read-only or missing directory. The message names the path, the cause and the way
+    out; the file or checkpoint that was there before is unchanged (atomic writes)."""
+
+
+def _cause(error: BaseException) -> str:
+    """The reason in an OSError ("No space left on device") or tf.errors.OpError."""
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror
+    text = getattr(error, "message", None) or str(error)
+    text = text.split(" [Op:")[0]
+    return text.rsplit("; ", 1)[-1].strip()  # TF: "{{function_node ..}} <path>; <reason>"
+
+
+def output_error(path: str | os.PathLike, error: BaseException,
+                 action: str = "write") -> OutputError:
+    """OutputError for a failed `action` ("write", "create the directory") on `path`."""
+    directory = os.path.dirname(os.path.abspath(os.fspath(path)))
+    return OutputError(
+        f"Cannot {action} {os.fspath(path)}: {_cause(error)}. What was there before is "
+        f"unchanged; free space in (or fix the permissions of) {directory} and re-run the "
+        "same command (training continues from the last complete checkpoint).")
+
+
 def mkdir(path: str | os.PathLike) -> None:
-    """Creates `path` and its parents if missing."""
-    os.makedirs(path, exist_ok=True)
+    """Creates `path` and its parents if missing.
+
+    Raises:
+      OutputError: it cannot be created (read-only parent, a file in the way, ...).
+    """
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OutputError:
+        raise
+    except OSError as e:
+        raise output_error(path, e, "create the directory") from None
 
 
 def temp_name_for(path: str | os.PathLike) -> str:
@@ -91,16 +125,22 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[str]:
 
 
 def _write_bytes(data: bytes, path: str | os.PathLike) -> None:
-    with atomic_path(path) as temp:
-        with open(temp, "wb") as f:
-            f.write(data)
-            f.flush()
-            # Make the content durable before the rename publishes it.
-            os.fsync(f.fileno())
+    """Raises OutputError (the old file kept) when the write fails."""
+    try:
+        with atomic_path(path) as temp:
+            with open(temp, "wb") as f:
+                f.write(data)
+                f.flush()
+                # Make the content durable before the rename publishes it.
+                os.fsync(f.fileno())
+    except OutputError:
+        raise
+    except OSError as e:
+        raise output_error(path, e) from None
 
 
 def write_text(text: str, path: str | os.PathLike) -> None:
-    """Atomically writes `text` as UTF-8 to `path`."""
+    """Atomically writes `text` as UTF-8 to `path` (OutputError if that fails)."""
     _write_bytes(text.encode("utf-8"), path)
 
 
