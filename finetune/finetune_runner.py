@@ -40,6 +40,7 @@ from util import checkpoint
 from util import config_utils
 from util import distribute
 from util import io_utils
+from util import loss_scale
 from util import preemption
 from util import training
 from util.cli import UserError
@@ -150,9 +151,10 @@ class ModelRunner:
                                    lr_fn, global_step, settings, loss_names=())
         iterator = iter(self._strategy.experimental_distribute_dataset(dataset))
         manager = checkpoint.CheckpointManager(c.model_dir, max_to_keep=1)
-        state = {**self.named_vars, **optimizer.slot_variables(), "global_step": global_step}
+        state = {**self.named_vars, **optimizer.slot_variables(), "global_step": global_step,
+                 **trainer.checkpoint_variables()}  # + the float16 loss scale
         if resuming:  # a stopped run of this trial: continue from its checkpoint
-            checkpoint.restore_checkpoint(state, c.model_dir)
+            checkpoint.restore_checkpoint(state, c.model_dir, allow_missing=loss_scale.is_name)
             log(f"Resuming from step {int(global_step.numpy())} of {num_steps}")
         result = training.train(trainer, iterator, manager, state, stop=self._stop)
         self._trained_step = result.global_step

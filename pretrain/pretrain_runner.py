@@ -21,7 +21,8 @@ import tensorflow as tf
 from model import optimization, tokenization
 from pretrain import metrics as pretrain_metrics
 from pretrain import data_checks, pretrain_data, pretrain_helpers, pretrain_model
-from util import checkpoint, config_utils, distribute, io_utils, preemption, training
+from util import checkpoint, config_utils, distribute, io_utils, loss_scale, preemption
+from util import training
 from util.cli import UserError
 from util.logging_utils import heading, log
 
@@ -84,8 +85,14 @@ def find_checkpoint(model_dir):
     return prefixes[0] if prefixes else None
 
 
+def may_be_missing(name):
+    """Adam slots (released checkpoints) and the float16 loss scale (checkpoints of
+    other precisions) may be absent: they then keep their initial values."""
+    return is_adam_slot(name) or loss_scale.is_name(name)
+
+
 def restore(named_state, model_dir, required):
-    """Restores the model_dir checkpoint into named_state (missing Adam slots allowed).
+    """Restores the model_dir checkpoint into named_state (may_be_missing allowed).
 
     Returns:
       The restored checkpoint prefix, or None (fresh start; an error if `required`).
@@ -97,11 +104,12 @@ def restore(named_state, model_dir, required):
                             "model_dir / --model-name to a pre-trained model.")
         return None
     try:
-        report = checkpoint.restore_checkpoint(named_state, path, allow_missing=is_adam_slot)
+        report = checkpoint.restore_checkpoint(named_state, path, allow_missing=may_be_missing)
     except ValueError as e:
         raise UserError(f"Cannot continue from {path}: {e}") from None
-    if report.missing:
-        log(f"{path} has no Adam slots (a released checkpoint?): {len(report.missing)} "
+    slots = [name for name in report.missing if is_adam_slot(name)]
+    if slots:
+        log(f"{path} has no Adam slots (a released checkpoint?): {len(slots)} "
             "optimizer slots start at zero.")
     return path
 
@@ -146,23 +154,7 @@ def _skip_counts(config, data):
     return {"skipped_records": data.skipped_records} if config.skip_corrupt_records else {}
 
 
-def train(config, strategy, data, special_ids):
-    """Trains (or resumes) to num_train_steps. Returns util.training.TrainResult."""
-    chief = distribute.is_chief(strategy)
-    model, global_step = build_model(config, special_ids, strategy)
-    trainable = model.named_variables()
-    with strategy.scope():
-        optimizer = optimization.AdamWeightDecay(
-            trainable, weight_decay_rate=config.weight_decay_rate)
-    named_state = {**trainable, **optimizer.slot_variables(), "global_step": global_step}
-    restore(named_state, config.model_dir, required=False)
-    start = int(global_step.numpy())
-    if start >= config.num_train_steps:
-        log(f"Model in {config.model_dir} is already trained for {start} steps "
-            f"(num_train_steps={config.num_train_steps}); nothing to do.")
-        return training.TrainResult(global_step=start, steps_run=0, losses={})
-    if chief:
-        config_utils.save_config(config, os.path.join(config.model_dir, CONFIG_FILE))
+def _trainer(config, strategy, data, model, trainable, optimizer, global_step):
     dtype = training.compute_dtype(config.mixed_precision)
 
     def loss_fn(features, seed, is_training):
@@ -174,8 +166,30 @@ def train(config, strategy, data, special_ids):
             step, config.learning_rate, config.num_train_steps,
             warmup_steps=config.num_warmup_steps, lr_decay_power=config.lr_decay_power)
 
-    trainer = training.Trainer(strategy, loss_fn, trainable, optimizer, lr_fn, global_step,
-                               _loop_settings(config, data), ["mlm_loss", "disc_loss"])
+    return training.Trainer(strategy, loss_fn, trainable, optimizer, lr_fn, global_step,
+                            _loop_settings(config, data), ["mlm_loss", "disc_loss"])
+
+
+def train(config, strategy, data, special_ids):
+    """Trains (or resumes) to num_train_steps. Returns util.training.TrainResult."""
+    chief = distribute.is_chief(strategy)
+    model, global_step = build_model(config, special_ids, strategy)
+    trainable = model.named_variables()
+    with strategy.scope():
+        optimizer = optimization.AdamWeightDecay(
+            trainable, weight_decay_rate=config.weight_decay_rate)
+    trainer = _trainer(config, strategy, data, model, trainable, optimizer, global_step)
+    # The float16 loss scale is part of the state, so a resumed run continues with it.
+    named_state = {**trainable, **optimizer.slot_variables(), "global_step": global_step,
+                   **trainer.checkpoint_variables()}
+    restore(named_state, config.model_dir, required=False)
+    start = int(global_step.numpy())
+    if start >= config.num_train_steps:
+        log(f"Model in {config.model_dir} is already trained for {start} steps "
+            f"(num_train_steps={config.num_train_steps}); nothing to do.")
+        return training.TrainResult(global_step=start, steps_run=0, losses={})
+    if chief:
+        config_utils.save_config(config, os.path.join(config.model_dir, CONFIG_FILE))
     dataset = _dataset(config, strategy, data, config.train_batch_size, True,
                        _data_seed(config, start))
     manager = checkpoint.CheckpointManager(config.model_dir, config.keep_checkpoint_max)

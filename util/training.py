@@ -10,6 +10,7 @@ Python loop around it does the cadence, visible at a glance:
     while step < num_train_steps:
         run min(steps_per_loop, steps to the next log / checkpoint / end) steps
         stop with TrainingDiverged if a loss went non-finite (nothing saved)
+        float16: steps whose gradients overflowed were skipped, not counted
         log a progress line + TensorBoard scalars every log_every_steps
         checkpoint every save_checkpoints_steps and at the end
         on SIGTERM / SIGINT (util/preemption.py): checkpoint now, raise Preempted
@@ -26,6 +27,7 @@ import tensorflow as tf
 from tensorflow.core.framework import summary_pb2
 
 from util import logging_utils
+from util import loss_scale
 from util.cli import UserError
 from util.preemption import Preempted
 
@@ -86,26 +88,6 @@ def step_seed(base_seed, step):
     return tf.stack([tf.cast(base_seed, tf.int64), tf.cast(step, tf.int64)])
 
 
-class _LossScale:
-    """Dynamic loss scale for float16: halve on overflow, double after N good steps."""
-
-    def __init__(self, initial, growth_steps):
-        agg = tf.VariableAggregation.ONLY_FIRST_REPLICA
-        self.scale = tf.Variable(float(initial), trainable=False, name="loss_scale",
-                                 aggregation=agg)
-        self.good_steps = tf.Variable(0, dtype=tf.int64, trainable=False,
-                                      name="loss_scale_good_steps", aggregation=agg)
-        self.growth_steps = growth_steps
-
-    def update(self, finite):
-        """Cross-replica context: adjust the scale after a step (finite: bool scalar)."""
-        grow = finite & (self.good_steps + 1 >= self.growth_steps)
-        new_scale = tf.where(finite, tf.where(grow, self.scale * 2.0, self.scale),
-                             tf.maximum(self.scale * 0.5, 1.0))
-        new_good = tf.where(finite & ~grow, self.good_steps + 1, tf.zeros_like(self.good_steps))
-        return tf.group(self.scale.assign(new_scale), self.good_steps.assign(new_good))
-
-
 class Trainer:
     """Builds the compiled multi-step train function for one model/optimizer/strategy."""
 
@@ -128,8 +110,8 @@ class Trainer:
         self.loss_scale = None
         if settings.mixed_precision == "float16":
             with strategy.scope():
-                self.loss_scale = _LossScale(settings.initial_loss_scale,
-                                             settings.loss_scale_growth_steps)
+                self.loss_scale = loss_scale.DynamicLossScale(
+                    settings.initial_loss_scale, settings.loss_scale_growth_steps)
         # stop_flag is set from any thread by a preemption.StopRequest listener and read
         # by the compiled loop before each step; `stopped` records that the loop broke
         # off for it (agreed by all workers, so they all stop at the same step).
@@ -195,12 +177,22 @@ class Trainer:
         losses, finite = self.strategy.run(self._replica_step, args=(next(iterator), seed, lr))
         mean = tf.distribute.ReduceOp.MEAN
         losses = {k: self.strategy.reduce(mean, v, axis=None) for k, v in losses.items()}
+        advance = tf.constant(1, tf.int64)
         if self.loss_scale is not None:
             n_finite = self.strategy.reduce(tf.distribute.ReduceOp.SUM,
                                             tf.cast(finite, tf.int32), axis=None)
-            self.loss_scale.update(n_finite == self.strategy.num_replicas_in_sync)
-        self.global_step.assign_add(1)
+            all_finite = n_finite == self.strategy.num_replicas_in_sync
+            self.loss_scale.update(all_finite)
+            # A skipped update is no step (Keras' LossScaleOptimizer leaves iterations):
+            # the step, so the LR and the masking seed, are retried with the next batch.
+            advance = tf.cast(all_finite, tf.int64)
+        self.global_step.assign_add(advance)
         return losses, lr
+
+    def checkpoint_variables(self):
+        """{name: variable} of the loop's own state to checkpoint with the model: the
+        float16 loss scale and its good-step counter (util/loss_scale.py), else {}."""
+        return self.loss_scale.checkpoint_variables() if self.loss_scale else {}
 
     def _stop_requested(self):
         if not self._agree_on_stop:
@@ -277,7 +269,8 @@ def train(trainer, iterator, checkpoint_manager, named_state, is_chief=True, sto
     Returns:
       TrainResult.
     Raises:
-      TrainingDiverged: a loss became NaN/Inf (names the step and the loss).
+      TrainingDiverged: a loss became NaN/Inf (names the step and the loss), or float16
+        gradients overflowed even at loss scale 1.
       Preempted: a stop was requested (names the signal, the step and the checkpoint).
     """
     s = trainer.settings
@@ -289,11 +282,14 @@ def train(trainer, iterator, checkpoint_manager, named_state, is_chief=True, sto
     try:
         while step < s.num_train_steps:
             n = _steps_this_call(step, s)
+            scale_before = _scale(trainer)
             mean, last, lr = trainer.train_steps(iterator, tf.constant(n, tf.int32))
             new_step = int(trainer.global_step.numpy())
             _check_finite(last, new_step)
             stopped = bool(trainer.stopped.numpy())
             ran, step = new_step - step, new_step
+            if not ran and not stopped:
+                _check_scale_can_recover(scale_before, step)
             logger.count(ran)
             if ran and (step % s.log_every_steps == 0 or step == s.num_train_steps or stopped):
                 logger.log(step, mean, lr)
@@ -305,6 +301,21 @@ def train(trainer, iterator, checkpoint_manager, named_state, is_chief=True, sto
     finally:
         logger.close()
     return TrainResult(global_step=step, steps_run=step - start, losses=logger.last)
+
+
+def _scale(trainer):
+    return float(trainer.loss_scale.scale.numpy()) if trainer.loss_scale else None
+
+
+def _check_scale_can_recover(scale_before, step):
+    """A call whose every update was skipped, starting at the smallest loss scale, would
+    repeat forever: the gradients overflow float16 even unscaled."""
+    if scale_before is not None and scale_before <= loss_scale.MIN_SCALE:
+        raise TrainingDiverged(
+            f"non-finite gradients at step {step} with the float16 loss scale at its "
+            f"minimum {loss_scale.MIN_SCALE} (the loss itself is finite): float16 cannot "
+            "represent them. Training stopped without saving; use mixed_precision "
+            "bfloat16 or float32, or lower learning_rate.")
 
 
 def _connect_stop(trainer, stop):
