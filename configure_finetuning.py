@@ -33,7 +33,7 @@ class FinetuningConfig:
 
     # model
     model_size: str = "small"  # one of "small", "base", or "large"
-    task_names: tuple = ("chunk",)  # which tasks to learn
+    task_names: tuple[str, ...] = ("chunk",)  # which tasks to learn
     # override the default transformer hparams for the provided model size
     model_hparam_overrides: dict = dataclasses.field(default_factory=dict)
     embedding_size: Optional[int] = None  # None -> hidden size (128 for small)
@@ -188,7 +188,10 @@ def _path_defaults(data_dir, model_name, c):
 
 def make_config(data_dir, model_name, hparams=None):
     """Defaults -> user overrides -> debug/task/size defaults -> derived paths."""
-    user = config_utils.user_overrides(FinetuningConfig, hparams)
+    # init_checkpoint: null fine-tunes from random weights; embedding_size: null asks for
+    # the hidden size.
+    user = config_utils.user_overrides(FinetuningConfig, hparams,
+                                       none_is_a_value=("init_checkpoint", "embedding_size"))
     if not user.get("do_train", True) and not user.get("init_checkpoint"):
         raise config_utils.ConfigError(
                 "do_eval without do_train needs init_checkpoint pointing at a fine-tuned "

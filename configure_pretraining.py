@@ -152,7 +152,9 @@ def make_config(data_dir, model_name, hparams=None):
     Returns:
         A frozen PretrainingConfig.
     """
-    user = config_utils.user_overrides(PretrainingConfig, hparams)
+    # embedding_size: null asks for the hidden size (small's default is 128).
+    user = config_utils.user_overrides(PretrainingConfig, hparams,
+                                       none_is_a_value=("embedding_size",))
     c = dict(user)
     if c.get("debug"):
         config_utils.merge_defaults(c, user, DEBUG_DEFAULTS)

@@ -143,7 +143,8 @@ def init_from_checkpoint(named_vars: Mapping[str, tf.Variable], init_checkpoint:
       The names loaded.
     """
     path = resolve_checkpoint(init_checkpoint)
-    ckpt_shapes = dict(tf.train.list_variables(path))
+    with checkpoint.readable(path):  # a corrupt checkpoint: one error naming it
+        ckpt_shapes = dict(tf.train.list_variables(path))
     names = check_compatible(named_vars, ckpt_shapes, path, require_heads)
     checkpoint.restore_checkpoint({n: named_vars[n] for n in names}, path)
     fresh = len(named_vars) - len(names)

@@ -69,7 +69,8 @@ def is_adam_slot(name):
 
 def find_checkpoint(model_dir):
     """The checkpoint to continue from: the `checkpoint` state file's latest, else the
-    single prefix with an .index file (a released model unpacked without a state file).
+    newest one it lists that still exists, else the single prefix with an .index file
+    (a released model unpacked without a state file).
 
     Returns:
       A checkpoint prefix, or None when model_dir holds no checkpoint.
@@ -77,6 +78,13 @@ def find_checkpoint(model_dir):
     latest = tf.train.latest_checkpoint(model_dir) if os.path.isdir(model_dir) else None
     if latest:
         return latest
+    state = tf.train.get_checkpoint_state(model_dir) if os.path.isdir(model_dir) else None
+    listed = [p if os.path.isabs(p) else os.path.join(model_dir, p)
+              for p in (state.all_model_checkpoint_paths if state else [])]
+    existing = [p for p in listed if os.path.exists(p + ".index")]
+    if existing:  # the newest was moved away (e.g. corrupt): the newest one left
+        log(f"{state.model_checkpoint_path} is missing; continuing from {existing[-1]}")
+        return existing[-1]
     prefixes = sorted(p[:-len(".index")] for p in glob.glob(os.path.join(
         glob.escape(model_dir), "*.index")) if not os.path.basename(p).startswith("."))
     if len(prefixes) > 1:

@@ -9,6 +9,7 @@ temporary prefix in the same directory and renamed into place, index last, and t
 leaves the previous checkpoint as the latest one.
 """
 
+import contextlib
 import dataclasses
 import glob
 import os
@@ -16,6 +17,7 @@ import os
 import tensorflow as tf
 
 from util import io_utils
+from util.cli import UserError
 from util.logging_utils import log
 
 STATE_FILE = "checkpoint"
@@ -137,16 +139,19 @@ def restore_checkpoint(named_vars, ckpt_path, allow_missing=lambda name: False):
       FileNotFoundError: no such checkpoint.
       ValueError: one error naming every required variable that is missing and every
         shape or dtype mismatch (with both shapes).
+      UserError: the checkpoint's files are truncated or corrupt (see `readable`).
     """
     path = _resolve(ckpt_path)
-    reader = tf.train.load_checkpoint(path)
-    shapes = reader.get_variable_to_shape_map()
-    dtypes = reader.get_variable_to_dtype_map()
+    with readable(path):
+        reader = tf.train.load_checkpoint(path)
+        shapes = reader.get_variable_to_shape_map()
+        dtypes = reader.get_variable_to_dtype_map()
     found, missing = _check_compatible(named_vars, shapes, dtypes, allow_missing)
     if found:
-        values = tf.raw_ops.RestoreV2(prefix=path, tensor_names=found,
-                                      shape_and_slices=[""] * len(found),
-                                      dtypes=[dtypes[n] for n in found])
+        with readable(path):  # the data files' checksums are verified here
+            values = tf.raw_ops.RestoreV2(prefix=path, tensor_names=found,
+                                          shape_and_slices=[""] * len(found),
+                                          dtypes=[dtypes[n] for n in found])
         for name, value in zip(found, values):
             named_vars[name].assign(value)
     if missing:
@@ -155,6 +160,19 @@ def restore_checkpoint(named_vars, ckpt_path, allow_missing=lambda name: False):
     unused = sorted(set(shapes) - set(named_vars))
     return RestoreReport(path=path, restored=sorted(found), missing=sorted(missing),
                          unused=unused)
+
+
+@contextlib.contextmanager
+def readable(path):
+    """Turns TF's error for a checkpoint it cannot read (truncated or corrupt files:
+    "not an sstable", "Checksum does not match", ...) into one UserError naming it."""
+    try:
+        yield
+    except tf.errors.OpError as e:
+        raise UserError(
+            f"Checkpoint {path} cannot be read ({io_utils.error_text(e)}): its files are "
+            f"truncated or corrupt. Restore {path}.index and {path}.data-* from a copy, or "
+            "move them away to continue from the newest earlier checkpoint.") from None
 
 
 def _quote(text):

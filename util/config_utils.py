@@ -3,6 +3,7 @@
 import dataclasses
 import difflib
 import json
+import math
 import os
 import types
 import typing
@@ -105,6 +106,10 @@ def check_overrides(cls, overrides, allowed_extra=()):
             hint = f" Did you mean {close[0]!r}?" if close else ""
             raise ConfigError(f"unknown hparam {key!r} for {cls.__name__}.{hint} "
                                                 f"See {cls.__module__}.py for the supported hparams.")
+        if isinstance(value, float) and not math.isfinite(value):
+            # JSON's NaN / Infinity: never a meaningful hparam, and they break derivations.
+            raise ConfigError(f"hparam {key!r} of {cls.__name__} must be a finite number, "
+                              f"got {value}.")
         if key in hints and not _matches(value, hints[key]):
             raise ConfigError(
                     f"hparam {key!r} of {cls.__name__} expects {_type_name(hints[key])}, "
@@ -113,11 +118,17 @@ def check_overrides(cls, overrides, allowed_extra=()):
     return checked
 
 
-def user_overrides(cls, hparams):
+def user_overrides(cls, hparams, none_is_a_value=()):
     """The checked overrides of `--hparams` (a dict, JSON string or .json path) for a
-    run config class; data_dir and model_name come from their own flags only."""
+    run config class; data_dir and model_name come from their own flags only.
+
+    An explicit null for an Optional field is its None sentinel, "derive it", so it is
+    dropped and the derived default applies, as when the key is absent; fields in
+    `none_is_a_value` (e.g. init_checkpoint: null = random init) keep it.
+    """
     user = hparams if isinstance(hparams, dict) else load_hparams(hparams)
     user = check_overrides(cls, user)
+    user = {k: v for k, v in user.items() if v is not None or k in none_is_a_value}
     for key in ("data_dir", "model_name"):
         if key in user:
             raise ConfigError(f"{key} is set by --{key.replace('_', '-')}, not by --hparams.")

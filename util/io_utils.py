@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import pickle
+import re
 import secrets
 import shutil
 from collections.abc import Iterator
@@ -25,13 +26,14 @@ class OutputError(OSError):
     out; the file or checkpoint that was there before is unchanged (atomic writes)."""
 
 
-def _cause(error: BaseException) -> str:
-    """The reason in an OSError ("No space left on device") or tf.errors.OpError."""
+def error_text(error: BaseException) -> str:
+    """The reason in an OSError ("No space left on device") or a tf.errors.OpError,
+    without TF's "{{function_node ...}}" prefix, "[Op:...]" suffix or file name."""
     if isinstance(error, OSError) and error.strerror:
         return error.strerror
     text = getattr(error, "message", None) or str(error)
-    text = text.split(" [Op:")[0]
-    return text.rsplit("; ", 1)[-1].strip()  # TF: "{{function_node ..}} <path>; <reason>"
+    text = re.sub(r"\{\{[^}]*\}\}\s*", "", text).split(" [Op:")[0]
+    return text.rsplit("; ", 1)[-1].strip()  # TF's write errors: "<path>; <reason>"
 
 
 def output_error(path: str | os.PathLike, error: BaseException,
@@ -39,7 +41,7 @@ def output_error(path: str | os.PathLike, error: BaseException,
     """OutputError for a failed `action` ("write", "create the directory") on `path`."""
     directory = os.path.dirname(os.path.abspath(os.fspath(path)))
     return OutputError(
-        f"Cannot {action} {os.fspath(path)}: {_cause(error)}. What was there before is "
+        f"Cannot {action} {os.fspath(path)}: {error_text(error)}. What was there before is "
         f"unchanged; free space in (or fix the permissions of) {directory} and re-run the "
         "same command (training continues from the last complete checkpoint).")
 
