@@ -97,15 +97,22 @@ def test_stop_before_training_saves_at_the_start_step_without_running_one():
 def test_a_real_sigterm_reaches_the_compiled_loop_within_a_step():
     # The signal is sent from inside step 2; Python handlers cannot run until the
     # compiled call returns, so only the wakeup-fd watcher can stop it early.
+    holder = {}
+
     def on_step(step):
         if step == 2:
+            # Listeners fire in order, so once ours has fired the loop's flag is set too.
+            # Waiting for it (not a fixed sleep) keeps the test exact on a loaded machine.
+            fired = threading.Event()
+            holder["stop"].add_listener(fired.set)
             os.kill(os.getpid(), signal.SIGTERM)
-            time.sleep(0.2)  # the watcher thread sets the flag meanwhile
+            assert fired.wait(60), "the watcher thread never saw the signal"
 
     previous = signal.getsignal(signal.SIGTERM)
     trainer, state, data = _toy(200, 200, on_step)
     with pytest.raises(preemption.Preempted, match="Stopped by SIGTERM at step 3;"):
         with preemption.StopRequest() as stop:
+            holder["stop"] = stop
             training.train(trainer, data, RecordingManager(), state, stop=stop)
     assert signal.getsignal(signal.SIGTERM) is previous  # handlers restored
     assert signal.set_wakeup_fd(-1) == -1  # and the wakeup fd
