@@ -246,45 +246,16 @@ def check_output_dir(output_dir, overwrite, source):
                         "exported; choose another output dir.")
 
 
-def _publish(temp, output_dir):
-    """Renames the finished temp dir to output_dir, replacing an existing one.
-
-    rename(2) cannot swap non-empty directories, so an old dir is first moved aside to a
-    hidden name: a crash in between leaves it there, never a half-written export.
-    """
-    if not os.path.isdir(output_dir):
-        os.rename(temp, output_dir)
-        return
-    old = io_utils.temp_name_for(output_dir)
-    os.rename(output_dir, old)
-    try:
-        os.rename(temp, output_dir)
-    except OSError:
-        os.rename(old, output_dir)
-        raise
-    shutil.rmtree(old)
-
-
 def write_export(output_dir, tensors, json_files, vocab_file):
-    """Writes everything into a hidden temp dir beside output_dir, then publishes it."""
-    output_dir = os.path.abspath(output_dir)
-    io_utils.mkdir(os.path.dirname(output_dir))
-    temp = io_utils.temp_name_for(output_dir)
-    os.mkdir(temp)
-    try:
+    """Writes everything into a hidden temp dir beside output_dir, then swaps it in
+    (io_utils.atomic_dir: an old export is replaced whole, never half-written)."""
+    with io_utils.atomic_dir(output_dir) as temp:
         # HF's loader rejects safetensors files whose metadata lacks a known "format".
         save_file(tensors, os.path.join(temp, WEIGHTS_FILE), metadata={"format": "pt"})
         shutil.copyfile(vocab_file, os.path.join(temp, "vocab.txt"))
         for name, obj in json_files.items():
             with open(os.path.join(temp, name), "w", encoding="utf-8") as f:
                 f.write(json.dumps(obj, indent=2) + "\n")
-        for name in os.listdir(temp):  # durable before the rename publishes them
-            with open(os.path.join(temp, name), "rb") as f:
-                os.fsync(f.fileno())
-        _publish(temp, output_dir)
-    finally:
-        if os.path.exists(temp):
-            shutil.rmtree(temp)
 
 
 def export(checkpoint, output_dir, which=None, model_size=None, hparams=None,
