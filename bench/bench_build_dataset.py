@@ -43,17 +43,16 @@ def make_slice(corpus_dir: Path, megabytes: float, out_dir: Path) -> int:
 
 
 def time_tokenizer(config, corpus: Path) -> tuple[float, float, int]:
-    """Returns (setup seconds, tokenization seconds, tokens) over the corpus lines."""
-    lines = [line.strip() for path in sorted(corpus.iterdir())
-             for line in path.read_text(encoding="utf-8", errors="replace").split("\n")]
-    lines = [line for line in lines if line]
+    """Returns (setup seconds, tokenization seconds, tokens) over the corpus lines, read
+    and batched as the builder does."""
+    chunks = [[line for line in lines if line] for path in sorted(corpus.iterdir())
+              for lines in dataset_builder.read_stripped_lines(str(path))]
     start = time.perf_counter()
     tokenize, _, _ = dataset_builder.make_line_tokenizer(config)
     setup = time.perf_counter() - start
     start, tokens = time.perf_counter(), 0
-    batch = dataset_builder.LINES_PER_BATCH
-    for begin in range(0, len(lines), batch):
-        tokens += sum(map(len, tokenize(lines[begin:begin + batch])))
+    for lines in chunks:
+        tokens += len(tokenize(lines)[0])
     return setup, time.perf_counter() - start, tokens
 
 

@@ -13,19 +13,20 @@ by the parent only after every job succeeded, so a killed run leaves no final-na
 shard from that run and a rerun produces the same dataset as an uninterrupted run.
 """
 
-import collections
 import concurrent.futures
 import dataclasses
+import itertools
 import multiprocessing
 import os
 import random
 import re
 from collections.abc import Callable, Iterable
-from typing import NamedTuple
 
+import numpy as np
 import tensorflow as tf
 
 from model import fast_tokenization, tokenization
+from pretrain import example_packing
 from util import io_utils
 from util.logging_utils import Progress, log
 
@@ -35,8 +36,9 @@ METADATA_FORMAT = "electra-pretraining-tfrecords"
 TOOL_VERSION = 1
 MIN_SEQ_LENGTH, MAX_SEQ_LENGTH = 8, 512
 TOKENIZERS = ("auto", "fast", "python")
-# Lines handed to the tokenizer at once: amortises the fast tokenizer's per-call cost.
-LINES_PER_BATCH = 4096
+# Characters of text tokenised and packed at once: amortises the per-call costs of the
+# fast tokenizer and of numpy, while keeping a job's memory to a few tens of MB.
+CHUNK_CHARS = 1 << 22
 # Names this tool writes: shards, metadata, and their temporaries (io_utils.temp_name_for).
 _OURS = re.compile(r"^(\.)?pretrain_data\.(tfrecord-\d+-of-\d+|json)(?(1)"
                    + re.escape(io_utils.TEMP_MARKER) + r".*|)$")
@@ -80,124 +82,6 @@ class BuildConfig:
             raise DatasetError(f"--tokenizer must be one of {TOKENIZERS}, got {self.tokenizer!r}.")
 
 
-class PackedExample(NamedTuple):
-    """One unpadded example: [CLS] A [SEP] (segment 0), then B [SEP] (segment 1) if any."""
-
-    input_ids: list[int]
-    first_length: int  # len([CLS] A [SEP])
-
-
-class ExampleBuilder:
-    """Packs a stream of tokenised lines into examples of at most max_length (spec d.2).
-
-    Draws from `rng` in exactly the original's order (single-segment coin, A/B coins
-    only when the original's short-circuit reaches them, next target length), so a
-    seeded rng reproduces the original's random.seed behaviour.
-    """
-
-    def __init__(self, cls_id: int, sep_id: int, max_length: int, rng: random.Random):
-        self._cls_id, self._sep_id = cls_id, sep_id
-        self._max_length = max_length
-        self._rng = rng
-        self._sentences: list[list[int]] = []
-        self._current_length = 0
-        self._target_length = max_length
-        # Outcome counts (examples, single_segment, random_target) for metadata and tests.
-        self.stats = collections.Counter()
-
-    def add_line(self, token_ids: list[int]) -> PackedExample | None:
-        """Buffers one non-blank line's wordpiece ids; returns an example once full."""
-        self._sentences.append(token_ids)
-        self._current_length += len(token_ids)
-        if self._current_length >= self._target_length:
-            return self._create_example()
-        return None
-
-    def end_document(self) -> PackedExample | None:
-        """A blank line or end of file: emits the buffered tokens, if any, early."""
-        return self._create_example() if self._current_length else None
-
-    def _create_example(self) -> PackedExample:
-        rng = self._rng
-        self.stats["examples"] += 1
-        if rng.random() < 0.1:  # single segment, as in classification tasks
-            self.stats["single_segment"] += 1
-            # The original's constant: a later line of ~100k tokens can still flip to B.
-            first_target = 100000
-        else:
-            first_target = (self._target_length - 3) // 2  # -3 for [CLS] and two [SEP]
-        first, second = [], []
-        for sentence in self._sentences:
-            # Lazy like the original: the coin is flipped only when A is non-empty, the
-            # sentence would overflow A, B is empty and A is under target. [quirk] After
-            # B has started a short sentence can still join A (A/B not contiguous).
-            if (not first or len(first) + len(sentence) < first_target
-                    or (not second and len(first) < first_target and rng.random() < 0.5)):
-                first += sentence
-            else:
-                second += sentence
-        first = first[:self._max_length - 2]
-        second = second[:max(0, self._max_length - len(first) - 3)]
-        self._sentences, self._current_length = [], 0
-        if rng.random() < 0.05:  # occasionally a short example
-            self.stats["random_target"] += 1
-            self._target_length = rng.randint(5, self._max_length)
-        else:
-            self._target_length = self._max_length
-        input_ids = [self._cls_id] + first + [self._sep_id]
-        if second:
-            input_ids += second + [self._sep_id]
-        return PackedExample(input_ids, len(first) + 2)
-
-
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while value > 0x7F:
-        out.append(value & 0x7F | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
-def _field(tag: bytes, payload: bytes) -> bytes:
-    """A length-delimited protobuf field: tag, varint length, payload."""
-    return tag + _varint(len(payload)) + payload
-
-
-def _feature_entry(name: bytes, packed: bytes) -> bytes:
-    """Features.feature (1) map entry {key (1), value (2): Feature.int64_list (3)}."""
-    int64_list = _field(b"\x0a", packed)  # Int64List.value = 1, packed varints
-    return _field(b"\x0a", _field(b"\x0a", name) + _field(b"\x12", _field(b"\x1a", int64_list)))
-
-
-class ExampleEncoder:
-    """Serialises examples as tf.train.Example bytes (spec d.1), written by hand.
-
-    Output: int64 features input_ids, input_mask, segment_ids, each max_length long,
-    zero-padded, in sorted key order: byte-identical to the protobuf library's
-    deterministic serialisation (tested) and about twice as fast, which matters once
-    the fast tokenizer has made tokenising cheap.
-    """
-
-    def __init__(self, max_length: int, max_id: int):
-        self._max_length = max_length
-        self._varints = [_varint(i) for i in range(max_id + 1)]
-        self._mask_and_segments = {}  # (length, first_length) -> encoded entries
-
-    def encode(self, example: PackedExample) -> bytes:
-        length, first = len(example.input_ids), example.first_length
-        pad = self._max_length - length
-        rest = self._mask_and_segments.get((length, first))
-        if rest is None:  # at most max_length**2 / 2 distinct layouts
-            rest = (_feature_entry(b"input_mask", b"\x01" * length + b"\x00" * pad)
-                    + _feature_entry(b"segment_ids", b"\x00" * first + b"\x01" * (length - first)
-                                     + b"\x00" * pad))
-            self._mask_and_segments[(length, first)] = rest
-        varints = self._varints
-        ids = b"".join([varints[i] for i in example.input_ids]) + b"\x00" * pad
-        return _field(b"\x0a", _feature_entry(b"input_ids", ids) + rest)  # Example.features
-
-
 def resolve_tokenizer(config: BuildConfig) -> tuple[tokenization.FullTokenizer, str]:
     """Loads the vocab and picks the tokenizer path: "fast" or "python".
 
@@ -220,84 +104,124 @@ def resolve_tokenizer(config: BuildConfig) -> tuple[tokenization.FullTokenizer, 
 
 
 def make_line_tokenizer(config: BuildConfig
-                        ) -> tuple[Callable[[list[str]], list[list[int]]], dict, str]:
-    """Returns (tokenize_lines: N lines -> N id lists, vocab token->id, kind).
+                        ) -> tuple[Callable[[list[str]], tuple[np.ndarray, np.ndarray]], dict, str]:
+    """Returns (tokenize_lines, vocab token->id, kind).
 
-    Both paths give identical ids (tests/test_fast_tokenization.py); the fast one is
-    fed batches of lines to amortise its per-call cost.
+    tokenize_lines(N lines) -> (ids [total] int32, lengths [N] int64): the lines' ids
+    back to back. Both paths give identical ids (tests/test_fast_tokenization.py).
     """
     full, kind = resolve_tokenizer(config)
     if kind == "fast":
         fast = fast_tokenization.FastTokenizer(config.vocab_file, config.do_lower_case,
                                                config.strip_accents)
-        return fast.tokenize_to_ids, full.vocab, kind
-    return (lambda lines: [full.text_to_ids(line) for line in lines]), full.vocab, kind
+
+        def tokenize_fast(lines):
+            ids, row_splits = fast.tokenize_to_arrays(lines)
+            return ids, np.diff(row_splits)
+        return tokenize_fast, full.vocab, kind
+
+    def tokenize_python(lines):
+        id_lists = [full.text_to_ids(line) for line in lines]
+        return (np.fromiter(itertools.chain.from_iterable(id_lists), np.int32),
+                np.fromiter(map(len, id_lists), np.int64, len(id_lists)))
+    return tokenize_python, full.vocab, kind
+
+
+def read_stripped_lines(path: str) -> Iterable[list[str]]:
+    """Yields the file's lines, stripped, a chunk of about CHUNK_CHARS at a time.
+
+    newline="\n": lines end only at LF, as with the original's GFile; invalid UTF-8
+    becomes U+FFFD, which the tokenizer then drops. Reading chunks and splitting them
+    in C is several times faster than iterating over the file's lines.
+    """
+    with open(path, encoding="utf-8", errors="replace", newline="\n") as f:
+        partial: list[str] = []  # a line longer than a chunk, in pieces
+        while chunk := f.read(CHUNK_CHARS):
+            cut = chunk.rfind("\n")
+            if cut < 0:
+                partial.append(chunk)
+                continue
+            lines = ("".join(partial) + chunk[:cut]).split("\n")
+            partial = [chunk[cut + 1:]]
+            yield [line.strip() for line in lines]
+        if "".join(partial):
+            yield ["".join(partial).strip()]
 
 
 class ExampleWriter:
-    """Tokenises text files and writes one job's examples round-robin to its shards."""
+    """Tokenises text files and writes one job's examples round-robin to its shards.
+
+    Lines are buffered across files (a file's end is a document boundary) and
+    tokenised, packed and encoded a batch at a time: many small files, as in
+    OpenWebText, then cost no more per byte than a few large ones.
+    """
 
     def __init__(self, job_id: int, config: BuildConfig, rng: random.Random):
         self._config = config
         self._tokenize, vocab, self.tokenizer_kind = make_line_tokenizer(config)
-        self.builder = ExampleBuilder(vocab["[CLS]"], vocab["[SEP]"], config.max_seq_length, rng)
-        self.encoder = ExampleEncoder(config.max_seq_length, max(vocab.values()))
-        self.shard_counts: dict[str, int] = {}
+        self.packer = example_packing.ExamplePacker(vocab["[CLS]"], vocab["[SEP]"],
+                                                    config.max_seq_length, rng)
+        self.encoder = example_packing.ExampleEncoder(config.max_seq_length, max(vocab.values()))
         self._temps: dict[str, str] = {}  # final shard name -> temporary path
         self._writers = []
         for i in range(job_id, config.num_out_files, config.num_processes):
             name = shard_name(i, config.num_out_files)
             self._temps[name] = io_utils.temp_name_for(os.path.join(config.output_dir, name))
-            self._writers.append((name, tf.io.TFRecordWriter(self._temps[name])))
-            self.shard_counts[name] = 0
+            self._writers.append(tf.io.TFRecordWriter(self._temps[name]))
+        self._lines: list[str] = []  # buffered lines; "" is a document boundary
+        self._buffered_chars = 0
         self.n_written = 0
         self.n_tokens = 0
 
-    def _write(self, example: PackedExample | None) -> None:
-        if example is None:
-            return
-        name, writer = self._writers[self.n_written % len(self._writers)]
-        writer.write(self.encoder.encode(example))
-        self.shard_counts[name] += 1
-        self.n_written += 1
+    @property
+    def shard_counts(self) -> dict[str, int]:
+        """Examples per shard: example n went to this job's shard n % (its shards)."""
+        k = len(self._writers)
+        return {name: self.n_written // k + (j < self.n_written % k)
+                for j, name in enumerate(self._temps)}
 
-    def _feed(self, lines: list[str]) -> None:
-        """Feeds stripped lines; blank ones are document boundaries."""
-        token_lists = self._tokenize([line for line in lines if line])
-        self.n_tokens += sum(map(len, token_lists))
-        ids = iter(token_lists)
-        add_line, end_document = self.builder.add_line, self.builder.end_document
-        for line in lines:
-            example = add_line(next(ids)) if line else end_document()
-            if example is not None:
-                self._write(example)
+    def flush(self) -> None:
+        """Tokenises, packs and writes the buffered lines."""
+        if not self._lines:
+            return
+        lines, self._lines, self._buffered_chars = self._lines, [], 0
+        is_text = np.fromiter(map(bool, lines), bool, len(lines))
+        ids, text_lengths = self._tokenize(list(itertools.compress(lines, is_text)))
+        self.n_tokens += len(ids)
+        lengths = np.zeros(len(lines), np.int64)
+        lengths[is_text] = text_lengths
+        records = self.encoder.encode(self.packer.pack(ids, lengths, ~is_text))
+        writers, start = self._writers, self.n_written
+        for n, record in enumerate(records, start):
+            writers[n % len(writers)].write(record)
+        self.n_written += len(records)
 
     def write_examples(self, input_file: str) -> None:
-        """Writes the examples of one text file; its end is a document boundary."""
-        batch = []
-        # newline="\n": lines end only at LF, as with the original's GFile; invalid
-        # UTF-8 becomes U+FFFD, which the tokenizer then drops.
-        with open(input_file, encoding="utf-8", errors="replace", newline="\n") as f:
-            for line in f:
-                line = line.strip()
-                if line or self._config.blanks_separate_docs:
-                    batch.append(line)
-                if len(batch) >= LINES_PER_BATCH:
-                    self._feed(batch)
-                    batch = []
-        self._feed(batch)
-        self._write(self.builder.end_document())
+        """Adds the lines of one text file; its end is a document boundary."""
+        for lines in read_stripped_lines(input_file):
+            if not self._config.blanks_separate_docs:
+                lines = [line for line in lines if line]
+            self._lines += lines
+            self._buffered_chars += sum(map(len, lines))
+            if self._buffered_chars >= CHUNK_CHARS:
+                self.flush()
+        self._lines.append("")
 
     def finish(self) -> dict[str, str]:
+        """Writes what is buffered and closes the shards; returns {temporary: final path}."""
+        self.flush()
+        return self.close()
+
+    def close(self) -> dict[str, str]:
         """Closes the shards; returns {temporary path: final path}."""
-        for _, writer in self._writers:
+        for writer in self._writers:
             writer.close()
         return {temp: os.path.join(self._config.output_dir, name)
                 for name, temp in self._temps.items()}
 
     def abort(self) -> None:
         """Closes and deletes this job's temporary shards."""
-        for temp in self.finish():
+        for temp in self.close():
             if os.path.exists(temp):
                 os.remove(temp)
 
@@ -306,7 +230,8 @@ def text_file_documents(path: str, rng: random.Random) -> Iterable[str]:
     """Document source for a corpus: the file itself (blank lines may split it further).
 
     A document source maps one input to the text files to read, in order, and may
-    draw from the job's rng (build_openwebtext_pretraining_dataset shuffles members).
+    draw from the job's rng (build_openwebtext_pretraining_dataset shuffles members),
+    but only before it yields its first file: an input's files are packed together.
     It must be a module-level function, so that worker processes can unpickle it.
     """
     del rng  # nothing to shuffle
@@ -324,7 +249,7 @@ class JobResult:
     shard_counts: dict[str, int]
     num_examples: int
     num_tokens: int  # wordpiece tokens read (before packing; overflow included)
-    stats: dict[str, int]  # ExampleBuilder.stats
+    stats: dict[str, int]  # ExamplePacker.stats
 
 
 def run_job(job_id: int, config: BuildConfig, inputs: list[str],
@@ -339,12 +264,16 @@ def run_job(job_id: int, config: BuildConfig, inputs: list[str],
         for file_no, path in enumerate(mine, 1):
             for document_file in documents_of(path, rng):
                 writer.write_examples(document_file)
+            # Packing draws from rng too: it must finish this input before the next
+            # input's documents_of draws, in the original's order.
+            writer.flush()
             progress.update(file_no, extra=f"{writer.n_written} examples written")
+        temp_to_final = writer.finish()
     except BaseException:
         writer.abort()
         raise
-    return JobResult(writer.finish(), writer.shard_counts, writer.n_written, writer.n_tokens,
-                     dict(writer.builder.stats))
+    return JobResult(temp_to_final, writer.shard_counts, writer.n_written, writer.n_tokens,
+                     dict(writer.packer.stats))
 
 
 def _run_jobs(config: BuildConfig, inputs: list[str], documents_of: DocumentSource

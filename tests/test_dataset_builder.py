@@ -1,10 +1,11 @@
 """Tests for pretrain/dataset_builder.py and the two build scripts, on the shared corpus.
 
-The oracle for example packing is `reference_build` below: spec d.2 written out
-step by step, consuming the same seeded random stream. Statistical checks compute
+The oracle for example packing is `reference_build` (dataset_reference.py): spec d.2
+written out step by step, consuming the same seeded random stream. Statistical checks compute
 what the algorithm implies for the actual line lengths instead of fixed shares.
 """
 
+import hashlib
 import math
 import os
 import random
@@ -21,6 +22,7 @@ import tensorflow as tf
 
 import build_openwebtext_pretraining_dataset
 import build_pretraining_dataset
+from dataset_reference import reference_build
 from model import fast_tokenization, tokenization
 from pretrain import dataset_builder as db
 
@@ -85,42 +87,6 @@ def events_of(paths, tokenizer, blanks_separate_docs=True):
     return events
 
 
-def reference_build(events, rng, max_len, cls_id, sep_id, state=None):
-    """Spec d.2, step by step. Returns dicts: ids, buffer, two_seg_target, flushed.
-
-    `state` (a dict) carries the target length across calls with the same rng.
-    """
-    state = {} if state is None else state
-    out, buffer, target = [], [], state.get("target", max_len)
-    for event in events:
-        if event is not None:
-            buffer.append(event)
-        if sum(map(len, buffer)) == 0 or (event is not None and sum(map(len, buffer)) < target):
-            continue
-        single = rng.random() < 0.1
-        a_target = 100000 if single else (target - 3) // 2
-        a, b = [], []
-        for sentence in buffer:
-            if len(a) == 0:
-                a = a + sentence
-            elif len(a) + len(sentence) < a_target:
-                a = a + sentence
-            elif len(b) == 0 and len(a) < a_target and rng.random() < 0.5:
-                a = a + sentence
-            else:
-                b = b + sentence
-        a = a[:max_len - 2]
-        b = b[:max(0, max_len - len(a) - 3)]
-        ids = [cls_id] + a + [sep_id] + (b + [sep_id] if b else [])
-        out.append(dict(ids=ids, buffer=buffer, two_seg_target=(target - 3) // 2,
-                        flushed=event is None))
-        buffer = []
-        target = rng.randint(5, max_len) if rng.random() < 0.05 else max_len
-    assert not buffer, "events must end with a document boundary"
-    state["target"] = target
-    return out
-
-
 def prob_no_second_segment(buffer, a_target, max_len):
     """P(example has no B) given its buffer, in two-segment mode, over the A/B coins."""
     def walk(index, a_len, b_started, prob):
@@ -151,27 +117,20 @@ def built(tmp_path_factory, tokenizer):
                 examples=read_in_write_order(root / "out", 3), reference=reference)
 
 
-def test_encoder_matches_protobuf_serialisation():
-    rng = random.Random(5)
-    encoder = db.ExampleEncoder(MAX_LEN, 30521)
-    for _ in range(300):
-        length = rng.randint(3, MAX_LEN)
-        first = rng.randint(2, length)
-        ids = [rng.randrange(30522) for _ in range(length)]
-        segments = [0] * first + [1] * (length - first) + [0] * (MAX_LEN - length)
-        features = {"input_ids": ids + [0] * (MAX_LEN - length),
-                    "input_mask": [1] * length + [0] * (MAX_LEN - length), "segment_ids": segments}
-        expected = tf.train.Example(features=tf.train.Features(feature={
-            k: tf.train.Feature(int64_list=tf.train.Int64List(value=v))
-            for k, v in features.items()})).SerializeToString(deterministic=True)
-        assert encoder.encode(db.PackedExample(ids, first)) == expected
-
-
 def test_examples_equal_reference_algorithm(built):
     examples, reference = built["examples"], built["reference"]
     assert len(examples) == len(reference) == built["metadata"]["num_examples"] > 1500
     for (ids, _, _), ref in zip(examples, reference):
         assert ids == ref["ids"] + [0] * (MAX_LEN - len(ref["ids"]))
+
+
+def test_shards_equal_the_per_example_implementation(built):
+    """SHA-256 of the shards the per-example implementation (commit 5c3a929) wrote."""
+    digest = hashlib.sha256()
+    for i in range(3):
+        digest.update((built["out"] / db.shard_name(i, 3)).read_bytes())
+    assert digest.hexdigest() == (
+        "d648eec44e03c72f8807dee8dde8dd75db347e601b79569532eeb272626a3d1a")
 
 
 def test_layout_segments_and_mask(built, tokenizer):
@@ -400,15 +359,16 @@ def test_interrupted_run_then_rerun_equals_uninterrupted(tmp_path, monkeypatch):
     inputs = list_corpus_files(corpus)
     db.build_dataset(config(tmp_path / "clean"), inputs)
     out = tmp_path / "out"
-    real, calls = db.ExampleEncoder.encode, []
+    real, calls = tf.io.TFRecordWriter, []
 
-    def failing(self, example):
-        calls.append(1)
-        if len(calls) == 300:
-            raise KeyboardInterrupt("simulated kill mid-write")
-        return real(self, example)
+    class FailingWriter(real):
+        def write(self, record):
+            calls.append(1)
+            if len(calls) == 300:
+                raise KeyboardInterrupt("simulated kill mid-write")
+            super().write(record)
 
-    monkeypatch.setattr(db.ExampleEncoder, "encode", failing)
+    monkeypatch.setattr(db.tf.io, "TFRecordWriter", FailingWriter)
     with pytest.raises(KeyboardInterrupt):
         db.build_dataset(config(out), inputs)
     monkeypatch.undo()
