@@ -4,7 +4,7 @@ import dataclasses
 import os
 from typing import Optional
 
-from configure_pretraining import validate_execution
+from configure_pretraining import resolve_precision, validate_execution
 from util import config_utils
 
 DEBUG_DEFAULTS = dict(
@@ -86,7 +86,7 @@ class FinetuningConfig:
 
     # TF2 execution (not in the original)
     distribution_strategy: str = "one_device"
-    mixed_precision: str = "float32"
+    mixed_precision: str = "float32"  # as in pre-training, "auto" included
     loss_scale: float = 32768.0
     jit_compile: bool = False
     seed: int = 0  # trial t (1-based) uses seed + t - 1; recorded in the results
@@ -214,4 +214,5 @@ def make_config(data_dir, model_name, hparams=None):
     if c.get("use_tpu"):
         config_utils.merge_defaults(c, user, {"distribution_strategy": "tpu"})
     config_utils.merge_defaults(c, user, _path_defaults(data_dir, model_name, c))
+    resolve_precision(c)
     return FinetuningConfig(data_dir=data_dir, model_name=model_name, **c)

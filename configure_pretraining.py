@@ -4,11 +4,12 @@ import dataclasses
 import os
 from typing import Optional
 
-from util import config_utils
+from util import backend, config_utils
 
 MODEL_SIZES = ("small", "base", "large")
 STRATEGIES = ("one_device", "mirrored", "multi_worker", "tpu")
 PRECISIONS = ("float32", "bfloat16", "float16")
+AUTO_PRECISION = "auto"  # make_config: bfloat16 where the CPU has it natively, else float32
 
 # The original's debug settings; the tiny model is its 3-layer / 144-hidden one.
 DEBUG_DEFAULTS = dict(
@@ -84,7 +85,9 @@ class PretrainingConfig:
 
     # TF2 execution (not in the original)
     distribution_strategy: str = "one_device"  # one_device, mirrored, multi_worker, tpu
-    mixed_precision: str = "float32"  # float32, bfloat16 or float16 (with loss scaling)
+    # float32, bfloat16, float16 (with loss scaling) or auto (bfloat16 only on CPUs with
+    # native bfloat16, else float32: util/backend.py)
+    mixed_precision: str = "float32"
     loss_scale: float = 32768.0  # initial dynamic loss scale for float16
     jit_compile: bool = False  # compile the train step with XLA
     seed: int = 0  # seeds masking, sampling, dropout and data order
@@ -119,7 +122,15 @@ def validate_execution(c):
                 f"got {c.distribution_strategy!r}.")
     if c.mixed_precision not in PRECISIONS:
         raise config_utils.ConfigError(
-                f"mixed_precision must be one of {PRECISIONS}, got {c.mixed_precision!r}.")
+                f"mixed_precision must be {AUTO_PRECISION!r} or one of {PRECISIONS}, got "
+                f"{c.mixed_precision!r}" + (" (only make_config resolves it)."
+                                            if c.mixed_precision == AUTO_PRECISION else "."))
+
+
+def resolve_precision(c):
+    """Replaces mixed_precision "auto" in resolved hparams `c` by this machine's choice."""
+    if c.get("mixed_precision") == AUTO_PRECISION:
+        c["mixed_precision"] = backend.auto_precision()
 
 
 def _validate(c):
@@ -178,4 +189,5 @@ def make_config(data_dir, model_name, hparams=None):
     })
     if c.get("use_tpu"):
         config_utils.merge_defaults(c, user, {"distribution_strategy": "tpu"})
+    resolve_precision(c)
     return PretrainingConfig(data_dir=data_dir, model_name=model_name, **c)

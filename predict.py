@@ -9,6 +9,7 @@ or text = whitespace-separated words for tagging. Formats follow the file extens
 (.tsv, .jsonl/.json, .txt) unless --input-format / --output-format are given.
 """
 
+import util.cpu_setup  # noqa: F401  first: TensorFlow's CPU settings before it loads
 import argparse
 
 from util import cli

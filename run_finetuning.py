@@ -5,6 +5,7 @@ Usage (the original's flags):
       --hparams '{"task_names": ["cola"]}'
 """
 
+import util.cpu_setup  # noqa: F401  first: TensorFlow's CPU settings before it loads
 from util import cli
 
 

@@ -7,6 +7,7 @@ Re-running the same command resumes from the latest checkpoint in
 <data-dir>/models/<model-name>.
 """
 
+import util.cpu_setup  # noqa: F401  first: TensorFlow's CPU settings before it loads
 from util import cli
 
 

@@ -7,6 +7,7 @@ for each literal [MASK] in the text the generator's top-5 fill-ins:
 Model sizes come from <model_dir>/pretrain_config.json when present, else --hparams.
 """
 
+import util.cpu_setup  # noqa: F401  first: TensorFlow's CPU settings before it loads
 import argparse
 
 from util import cli

@@ -8,7 +8,7 @@ import os
 import types
 import typing
 
-from util import io_utils
+from util import backend, io_utils
 
 
 class ConfigError(ValueError):
@@ -161,5 +161,7 @@ def load_saved_config(path):
 
 
 def format_config(config):
-    """The original's config dump: one `key value` line per field, sorted."""
-    return "\n".join(f"{k} {v}" for k, v in sorted(config_to_dict(config).items()))
+    """The original's config dump: one `key value` line per field, sorted, then the
+    backend settings this process runs with (util/backend.py)."""
+    return "\n".join([f"{k} {v}" for k, v in sorted(config_to_dict(config).items())]
+                     + backend.describe())
