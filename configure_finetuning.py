@@ -85,7 +85,10 @@ class FinetuningConfig:
     gcp_project: Optional[str] = None
 
     # TF2 execution (not in the original)
-    distribution_strategy: str = "one_device"
+    distribution_strategy: str = "one_device"  # one_device, mirrored, multi_worker, tpu
+    # multi_worker: seconds without a heartbeat after which a worker counts as dead and
+    # the others stop (exit code 69, README "Long runs and faults"); 10 is TF's default
+    worker_heartbeat_timeout_secs: float = 10.0
     mixed_precision: str = "float32"  # as in pre-training, "auto" included
     loss_scale: float = 32768.0
     jit_compile: bool = False

@@ -10,6 +10,7 @@ MODEL_SIZES = ("small", "base", "large")
 STRATEGIES = ("one_device", "mirrored", "multi_worker", "tpu")
 PRECISIONS = ("float32", "bfloat16", "float16")
 AUTO_PRECISION = "auto"  # make_config: bfloat16 where the CPU has it natively, else float32
+MAX_HEARTBEAT_TIMEOUT_SECS = 86400  # a day; longer is a typo, not a setting
 
 # The original's debug settings; the tiny model is its 3-layer / 144-hidden one.
 DEBUG_DEFAULTS = dict(
@@ -85,6 +86,9 @@ class PretrainingConfig:
 
     # TF2 execution (not in the original)
     distribution_strategy: str = "one_device"  # one_device, mirrored, multi_worker, tpu
+    # multi_worker: seconds without a heartbeat after which a worker counts as dead and
+    # the others stop (exit code 69, README "Long runs and faults"); 10 is TF's default
+    worker_heartbeat_timeout_secs: float = 10.0
     # float32, bfloat16, float16 (with loss scaling) or auto (bfloat16 only on CPUs with
     # native bfloat16, else float32: util/backend.py)
     mixed_precision: str = "float32"
@@ -108,7 +112,8 @@ class PretrainingConfig:
 
 
 def validate_execution(c):
-    """Checks shared by both configs: sequence length, strategy, precision, size."""
+    """Checks shared by both configs: sequence length, strategy, heartbeat timeout,
+    precision, size."""
     if c.model_size not in MODEL_SIZES:
         raise config_utils.ConfigError(
                 f"model_size must be one of {MODEL_SIZES}, got {c.model_size!r}.")
@@ -120,6 +125,10 @@ def validate_execution(c):
         raise config_utils.ConfigError(
                 f"distribution_strategy must be one of {STRATEGIES}, "
                 f"got {c.distribution_strategy!r}.")
+    if not 0 < c.worker_heartbeat_timeout_secs <= MAX_HEARTBEAT_TIMEOUT_SECS:
+        raise config_utils.ConfigError(
+                f"worker_heartbeat_timeout_secs must be in (0, {MAX_HEARTBEAT_TIMEOUT_SECS}] "
+                f"seconds, got {c.worker_heartbeat_timeout_secs}.")
     if c.mixed_precision not in PRECISIONS:
         raise config_utils.ConfigError(
                 f"mixed_precision must be {AUTO_PRECISION!r} or one of {PRECISIONS}, got "

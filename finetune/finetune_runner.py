@@ -363,7 +363,8 @@ def run_finetuning(config):
       The list of per-trial {task: {metric: value}} (also written to results_pkl).
     """
     strategy = distribute.get_strategy(config.distribution_strategy, config.tpu_name,
-                                       config.tpu_zone, config.gcp_project)
+                                       config.tpu_zone, config.gcp_project,
+                                       config.worker_heartbeat_timeout_secs)
     # Unknown task names and bad vocab files raise UserError (one line, exit 2).
     tasks = task_builder.get_tasks(config)
     if config.init_checkpoint:

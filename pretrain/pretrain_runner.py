@@ -7,6 +7,8 @@
     num_train_steps with util/training.py; re-running the same command resumes, and an
     already finished model exits with a message. SIGTERM / SIGINT save a checkpoint at
     the step reached and raise preemption.Preempted (run_pretraining.py exits 75).
+    Under multi_worker a dead worker makes the others raise worker_loss.WorkerLost
+    (exit 69) without saving; re-running every worker continues from the last checkpoint.
   do_eval: num_eval_steps batches without dropout; prints the metrics of spec c.10 and
     the real-token / representation extras of pretrain/metrics.py as
     "  <metric> = <value>" sorted and writes results_txt / results_pkl atomically.
@@ -22,7 +24,7 @@ from model import optimization, tokenization
 from pretrain import metrics as pretrain_metrics
 from pretrain import data_checks, pretrain_data, pretrain_helpers, pretrain_model
 from util import checkpoint, config_utils, distribute, io_utils, loss_scale, preemption
-from util import training
+from util import training, worker_loss
 from util.cli import UserError
 from util.logging_utils import heading, log
 
@@ -207,8 +209,11 @@ def train(config, strategy, data, special_ids):
     with data_checks.reported_data_errors(data.files, config.max_seq_length,
                                           config.model_dir):
         with preemption.StopRequest() as stop:
-            return training.train(trainer, iter(dataset), manager, named_state,
-                                  is_chief=chief, stop=stop)
+            result = training.train(trainer, iter(dataset), manager, named_state,
+                                    is_chief=chief, stop=stop)
+    # Every worker says so (only the chief logs progress lines).
+    log(f"Finished training at step {result.global_step}")
+    return result
 
 
 _EVAL_FIELDS = ("loss", "masked_lm_ids", "masked_lm_weights", "mlm_preds",
@@ -298,15 +303,18 @@ def run_pretraining(config):
         remove_debug_model_dir(config.model_dir)
     # The strategy must exist before any other TF op (multi-worker / TPU set up the runtime).
     strategy = distribute.get_strategy(config.distribution_strategy, config.tpu_name,
-                                       config.tpu_zone, config.gcp_project)
+                                       config.tpu_zone, config.gcp_project,
+                                       config.worker_heartbeat_timeout_secs)
     _, special_ids = check_vocab(config)
     data = check_data(config)
     tf.random.set_seed(config.seed)  # dropout masks (the rest uses stateless seeds)
-    if config.do_train:
-        heading("Running training")
-        return train(config, strategy, data, special_ids)
-    heading("Running evaluation")
-    results = evaluate(config, strategy, data, special_ids)
+    # multi_worker: a dead worker ends the others with one line (exit 69), not a hang.
+    with worker_loss.reported(strategy, config.model_dir):
+        if config.do_train:
+            heading("Running training")
+            return train(config, strategy, data, special_ids)
+        heading("Running evaluation")
+        results = evaluate(config, strategy, data, special_ids)
     if distribute.is_chief(strategy):
         write_results(config, results)
     return results

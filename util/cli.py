@@ -7,7 +7,8 @@ import sys
 # TensorFlow's C++ start-up chatter is not useful to users; errors still show.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-# Exit codes (README "Long runs and faults"); 75 is util.preemption.EXIT_CODE.
+# Exit codes (README "Long runs and faults"); 75 is util.preemption.EXIT_CODE, 69
+# util.worker_loss.EXIT_CODE.
 EXIT_USER_ERROR = 2  # bad hparams, missing or broken inputs
 EXIT_OUTPUT_ERROR = 74  # EX_IOERR: an output could not be written (disk full, read-only)
 
@@ -26,16 +27,18 @@ def parse_run_args(description, argv=None):
 
 def run_main(fn):
     """Runs `fn()`, turning user-facing errors into one line and exit code 2, a failed
-    write of an output (io_utils.OutputError) into one line and exit code 74, and a
+    write of an output (io_utils.OutputError) into one line and exit code 74, a
     training run stopped by SIGTERM / SIGINT (util/preemption.py) into its one line and
-    exit code 75 (preemption.EXIT_CODE).
+    exit code 75 (preemption.EXIT_CODE), and the loss of another multi_worker worker
+    (util/worker_loss.py) into one line and exit code 69 (worker_loss.EXIT_CODE).
 
     Errors that are the user's to fix (bad hparams, missing files, bad data) are
     subclasses of ValueError/FileNotFoundError raised with a message that names the
     problem and the fix; a traceback adds nothing for them.
     """
-    from util.config_utils import ConfigError  # pylint: disable=import-outside-toplevel
-    from util import io_utils, preemption  # pylint: disable=import-outside-toplevel
+    # pylint: disable=import-outside-toplevel
+    from util.config_utils import ConfigError
+    from util import io_utils, preemption, worker_loss
     try:
         return fn()
     except io_utils.OutputError as e:
@@ -47,6 +50,9 @@ def run_main(fn):
     except preemption.Preempted as e:  # SIGTERM / SIGINT: checkpoint saved, not an error
         print(str(e), file=sys.stderr)
         sys.exit(preemption.EXIT_CODE)
+    except worker_loss.WorkerLost as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(worker_loss.EXIT_CODE)
 
 
 class UserError(ValueError):

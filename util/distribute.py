@@ -7,6 +7,11 @@ all logical CPU devices),
 variable) and "tpu" (TPUClusterResolver + TPUStrategy). Inputs are built per replica
 with `strategy.distribute_datasets_from_function`, each replica reading its own shard
 with a batch of global_batch_size / num_replicas_in_sync.
+
+Under "multi_worker" TensorFlow's coordination service (run by the chief) watches the
+workers' heartbeats: once one stays silent for `heartbeat_timeout_secs` (it died, froze
+or lost the network), every other worker's pending collective fails, so no worker
+waits forever (util/worker_loss.py turns that into one line and exit code 69).
 """
 
 import json
@@ -19,7 +24,8 @@ from util.cli import UserError
 STRATEGY_NAMES = ("one_device", "mirrored", "multi_worker", "tpu")
 
 
-def get_strategy(name, tpu_name=None, tpu_zone=None, gcp_project=None):
+def get_strategy(name, tpu_name=None, tpu_zone=None, gcp_project=None,
+                 heartbeat_timeout_secs=None):
     """Builds the tf.distribute strategy named by the `distribution_strategy` hparam.
 
     Must be called before any other TensorFlow op runs: multi-worker and TPU
@@ -29,6 +35,8 @@ def get_strategy(name, tpu_name=None, tpu_zone=None, gcp_project=None):
       name: one of STRATEGY_NAMES.
       tpu_name, tpu_zone, gcp_project: Cloud TPU location (name "tpu" only); a None
         tpu_name lets the resolver use the TPU_NAME environment / local TPU.
+      heartbeat_timeout_secs: "multi_worker" only: seconds without a heartbeat after
+        which a worker counts as dead (None: TensorFlow's default, 10 s).
     Returns:
       A tf.distribute.Strategy.
     Raises:
@@ -43,7 +51,9 @@ def get_strategy(name, tpu_name=None, tpu_zone=None, gcp_project=None):
                    or tf.config.list_logical_devices("CPU"))
         return tf.distribute.MirroredStrategy([d.name for d in devices])
     if name == "multi_worker":
-        _check_tf_config()
+        cluster = _check_tf_config()
+        if heartbeat_timeout_secs is not None:
+            _configure_heartbeats(cluster, heartbeat_timeout_secs)
         return tf.distribute.MultiWorkerMirroredStrategy()
     if name == "tpu":
         return _tpu_strategy(tpu_name, tpu_zone, gcp_project)
@@ -51,7 +61,11 @@ def get_strategy(name, tpu_name=None, tpu_zone=None, gcp_project=None):
 
 
 def _check_tf_config():
-    """Fails early with a clear message instead of a hang on a bad TF_CONFIG."""
+    """Fails early with a clear message instead of a hang on a bad TF_CONFIG.
+
+    Returns:
+      TF_CONFIG's cluster dict ({job name: [host:port, ...]}).
+    """
     raw = os.environ.get("TF_CONFIG")
     if not raw:
         raise UserError(
@@ -68,6 +82,31 @@ def _check_tf_config():
     if not 0 <= int(index) < len(workers):
         raise UserError(f"TF_CONFIG task.index {index} is outside the {len(workers)} workers "
                         "listed in cluster.worker.")
+    return tf_config["cluster"]
+
+
+def _configure_heartbeats(cluster, timeout_secs):
+    """Sets the coordination service's heartbeat timeout before the strategy starts it.
+
+    MultiWorkerMirroredStrategy configures the service itself (with TensorFlow's default
+    timeout) only when nothing configured it before, so this is the configuration it
+    would make plus the timeout, exactly as TensorFlow's ParameterServerStrategy does.
+    There is no public API for it; the collective-op timeout that is public
+    (CommunicationOptions.timeout_seconds) is no substitute: it starts one sleeping
+    thread per collective for the whole timeout (measured: 1600 threads after 20 s at
+    a 60 s timeout) and would also fire while a worker legitimately waits for the
+    chief's checkpoint or evaluation.
+    """
+    # pylint: disable=import-outside-toplevel
+    from tensorflow.python.distribute import collective_all_reduce_strategy
+    from tensorflow.python.eager import context
+    job_proto = collective_all_reduce_strategy.coordination_config_pb2.CoordinatedJob
+    leader = "chief" if cluster.get("chief") else "worker"
+    context.context().configure_coordination_service(
+        service_type="standalone", service_leader=f"/job:{leader}/replica:0/task:0",
+        coordinated_jobs=[job_proto(name=job, num_tasks=len(cluster[job]))
+                          for job in ("chief", "worker") if cluster.get(job)],
+        heartbeat_timeout_in_ms=int(timeout_secs * 1000))
 
 
 def _tpu_strategy(tpu_name, tpu_zone, gcp_project):
@@ -113,6 +152,15 @@ def distribute_dataset(strategy, dataset_fn, global_batch_size, name="train_batc
         return dataset_fn(input_context, batch_size)
 
     return strategy.distribute_datasets_from_function(replica_dataset)
+
+
+def is_multi_worker(strategy):
+    """Whether `strategy` spans several worker processes (MultiWorkerMirroredStrategy)."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) or not resolver:
+        return False
+    jobs = resolver.cluster_spec().as_dict()
+    return sum(len(jobs.get(job, [])) for job in ("chief", "worker")) > 1
 
 
 def is_chief(strategy):

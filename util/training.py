@@ -26,6 +26,7 @@ import time
 import tensorflow as tf
 from tensorflow.core.framework import summary_pb2
 
+from util import distribute
 from util import logging_utils
 from util import loss_scale
 from util.cli import UserError
@@ -118,7 +119,7 @@ class Trainer:
         with tf.init_scope():
             self.stop_flag = tf.Variable(False, trainable=False, name="stop_requested")
             self.stopped = tf.Variable(False, trainable=False, name="stopped")
-        self._agree_on_stop = _is_multi_worker(strategy)
+        self._agree_on_stop = distribute.is_multi_worker(strategy)
         grads_fn = self._loss_and_grads
         if settings.jit_compile:
             grads_fn = tf.function(grads_fn, jit_compile=True)
@@ -225,15 +226,6 @@ class Trainer:
                 break
         mean = {k: v / tf.maximum(count, 1.0) for k, v in total.items()}
         return mean, last, lr
-
-
-def _is_multi_worker(strategy):
-    """Whether `strategy` spans several worker processes (MultiWorkerMirroredStrategy)."""
-    resolver = getattr(strategy, "cluster_resolver", None)
-    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) or not resolver:
-        return False
-    jobs = resolver.cluster_spec().as_dict()
-    return sum(len(jobs.get(job, [])) for job in ("chief", "worker")) > 1
 
 
 def _steps_this_call(step, settings):
