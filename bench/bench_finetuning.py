@@ -21,6 +21,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import util.cpu_setup  # noqa: E402,F401  pylint: disable=wrong-import-position,unused-import
 
 import numpy as np  # pylint: disable=wrong-import-position
 import tensorflow as tf  # pylint: disable=wrong-import-position
@@ -61,8 +62,8 @@ def _median_seconds(fn, steps, warmup):
     return statistics.median(times)
 
 
-def bench_one(config, task, batch, precision, jit, steps, warmup):
-    """Returns (train seconds per step, inference seconds per batch)."""
+def build(config, task, batch, precision, jit):
+    """Returns (train_step, predict): each runs one call on `batch` and waits for it."""
     dtype = training.compute_dtype(precision)
     bert_config = modeling.get_bert_config(config.model_size, config.vocab_size,
                                            config.embedding_size, config.model_hparam_overrides)
@@ -82,10 +83,27 @@ def bench_one(config, task, batch, precision, jit, steps, warmup):
     iterator = iter(tf.data.Dataset.from_tensors(batch).repeat())
     one = tf.constant(1, tf.int32)
     predict = tf.function(lambda f: model.predict(f, task.name, dtype), jit_compile=jit)
-    train_s = _median_seconds(lambda: trainer.train_steps(iterator, one)[0]["loss"].numpy(),
-                              steps, warmup)
-    infer_s = _median_seconds(lambda: predict(batch)["loss"].numpy(), steps, warmup)
-    return train_s, infer_s
+    return (lambda: trainer.train_steps(iterator, one)[0]["loss"].numpy(),
+            lambda: predict(batch)["loss"].numpy())
+
+
+def bench_one(config, task, batch, precision, jit, steps, warmup):
+    """Returns (train seconds per step, inference seconds per batch)."""
+    train_step, predict = build(config, task, batch, precision, jit)
+    return _median_seconds(train_step, steps, warmup), _median_seconds(predict, steps, warmup)
+
+
+def make_task_and_batch(args):
+    """(config, task, batch) for the command-line arguments (see main)."""
+    hparams = {"task_names": [args.task], "max_seq_length": args.seq,
+               "init_checkpoint": None, **json.loads(args.hparams)}
+    config = configure_finetuning.make_config(tempfile.gettempdir(), "bench", hparams)
+    # Heads of GLUE tasks need no data files; the tokenizer is not used here.
+    task = task_builder.get_task(config, args.task, tokenizer=None)
+    batch = _batch(task, args.batch, args.seq, config.vocab_size)
+    feature_spec.check_unique(feature_spec.get_shared_feature_specs(args.seq)
+                              + task.get_feature_specs())
+    return config, task, batch
 
 
 def main(argv=None):
@@ -99,14 +117,7 @@ def main(argv=None):
     parser.add_argument("--task", default="cola", help="a classification/regression task")
     parser.add_argument("--hparams", default="{}", help="FinetuningConfig overrides (JSON)")
     args = parser.parse_args(argv)
-    hparams = {"task_names": [args.task], "max_seq_length": args.seq,
-               "init_checkpoint": None, **json.loads(args.hparams)}
-    config = configure_finetuning.make_config(tempfile.gettempdir(), "bench", hparams)
-    # Heads of GLUE tasks need no data files; the tokenizer is not used here.
-    task = task_builder.get_task(config, args.task, tokenizer=None)
-    batch = _batch(task, args.batch, args.seq, config.vocab_size)
-    feature_spec.check_unique(feature_spec.get_shared_feature_specs(args.seq)
-                              + task.get_feature_specs())
+    config, task, batch = make_task_and_batch(args)
     print(f"ELECTRA fine-tuning ({args.task}), batch {args.batch} x {args.seq}, model_size "
           f"{config.model_size}, overrides {config.model_hparam_overrides}, embedding "
           f"{config.embedding_size}, {os.cpu_count()} CPUs, TF {tf.__version__}")

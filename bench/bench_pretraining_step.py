@@ -6,8 +6,8 @@ For each, prints the median (and min) seconds per step after warmup of the full 
 (util/training.py: forward, backward, all-reduce, clip, AdamW) and of its parts: masking,
 generator-output sampling, forward only, forward + backward. All settings are timed
 round-robin (one step of each in turn) so that load from other processes hits them
-alike. Reference numbers for
-HuggingFace PyTorch ELECTRA-Small on the same CPU: 2.82 s (fp32), 1.94 s (bf16).
+alike. HuggingFace PyTorch's figures on the same CPU, in the same run:
+bench/bench_speed.py --compare-hf.
 
   python3 bench/bench_pretraining_step.py [--batch 32] [--steps 5] [--precisions float32]
       [--jit off,on] [--hparams '{"model_hparam_overrides": {"num_hidden_layers": 2}}']
@@ -22,6 +22,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import util.cpu_setup  # noqa: E402,F401  pylint: disable=wrong-import-position,unused-import
 
 import numpy as np  # pylint: disable=wrong-import-position
 import tensorflow as tf  # pylint: disable=wrong-import-position
@@ -31,7 +32,6 @@ from model import optimization  # pylint: disable=wrong-import-position
 from pretrain import pretrain_helpers, pretrain_model  # pylint: disable=wrong-import-position
 from util import training  # pylint: disable=wrong-import-position
 
-HF_SECONDS = {"float32": 2.82, "bfloat16": 1.94}
 BERT_SPECIAL_IDS = pretrain_helpers.SpecialIds(pad=0, unk=100, cls=101, sep=102, mask=103)
 
 
@@ -130,9 +130,7 @@ def main(argv=None):
     for (precision, jit), res in results.items():
         median, fastest = res["train_step"]
         parts = ", ".join(f"{k} {v[0]:.3f}" for k, v in res.items() if k != "train_step")
-        ref = HF_SECONDS.get(precision)
-        vs = f" (HF PyTorch {ref:.2f} s: x{ref / median:.2f} faster)" if ref else ""
-        print(f"{precision:9s} jit={jit:3s}: {median:.3f} s/step median, {fastest:.3f} min{vs}; "
+        print(f"{precision:9s} jit={jit:3s}: {median:.3f} s/step median, {fastest:.3f} min; "
               f"median parts [s]: {parts}", flush=True)
 
 
