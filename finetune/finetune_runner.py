@@ -1,9 +1,9 @@
 """Fine-tuning driver: trials of train + dev evaluation, results and prediction files.
 
-The original's run_finetuning.py (ModelRunner, write_results, run_finetuning) on top of
-the shared pieces: the task registry and TFRecord preprocessing (finetune/), the
-encoder and optimizer (model/), the one training loop, checkpoints and strategies
-(util/). Per trial t (spec e.4, g):
+The original's run_finetuning.py (ModelRunner, run_finetuning) on top of the shared
+pieces: the task registry and TFRecord preprocessing (finetune/), the encoder and
+optimizer (model/), the one training loop, checkpoints and strategies (util/); the
+result files are written by finetune/trial_files.py. Per trial t (spec e.4, g):
 
   1. wipe finetuning_models/<tasks>_model_<t> (only if this tool wrote it) and build a
      fresh model seeded with config.seed + t - 1, initialised from init_checkpoint;
@@ -14,12 +14,21 @@ encoder and optimizer (model/), the one training loop, checkpoints and strategie
      losses are in the model dir), then rewrite results_txt / results_pkl atomically;
   4. optionally write test-set outputs; with keep_all_models false delete the model dir
      of every trial but the last.
+
+Under `multi_worker` every worker builds the same models (their variables are created
+together) and trains; only the chief writes: model dirs, checkpoints, summaries,
+evaluation, results, predictions and resume markers. The other workers featurise into
+a temporary directory of their own, removed at the end, and skip evaluation.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import glob
 import os
 import shutil
+import tempfile
 
 import numpy as np
 import tensorflow as tf
@@ -30,10 +39,7 @@ from finetune import init_checkpoint
 from finetune import preprocessing
 from finetune import resume
 from finetune import task_builder
-from finetune.classification import classification_tasks
-from finetune.classification import glue_outputs
-from finetune.qa import qa_scorer
-from finetune.qa import qa_tasks
+from finetune import trial_files
 from model import modeling
 from model import optimization
 from util import checkpoint
@@ -43,13 +49,13 @@ from util import io_utils
 from util import loss_scale
 from util import preemption
 from util import training
+from util import worker_loss
 from util.cli import UserError
 from util.logging_utils import heading, log
 
 # Written into every trial's model dir; a dir without it is never deleted.
 MODEL_DIR_MARKER = "finetuning_config.json"
 EVAL_LOG_LINES = 10  # at most this many progress lines per evaluation pass
-EVAL_SUMMARY_DIR = "eval"  # TensorBoard run of the dev metrics, inside the model dir
 
 
 def make_run_config(data_dir, model_name, hparams):
@@ -88,6 +94,7 @@ class ModelRunner:
     def __init__(self, config, tasks, preprocessor, strategy, bert_config, stop=None):
         self.config, self.tasks = config, list(tasks)
         self._preprocessor, self._strategy, self._stop = preprocessor, strategy, stop
+        self.is_chief = distribute.is_chief(strategy)  # only the chief writes files
         self.compute_dtype = training.compute_dtype(config.mixed_precision)
         # The seed fixes the heads' initialisation, dropout and the data order.
         tf.random.set_seed(config.seed)
@@ -105,9 +112,10 @@ class ModelRunner:
         del seed  # dropout draws from the trial's global seed
         output = self.model(features, is_training=training_, compute_dtype=self.compute_dtype)
         # Reduction: SUM over this replica's examples (the original's). The loop divides
-        # by num_replicas_in_sync, so several replicas average their sums as TPU
-        # CrossShardOptimizer did; one device trains on exactly the batch sum.
-        return output.loss, {}
+        # by num_replicas_in_sync (right for per-replica means); multiplying it back
+        # makes the all-reduced gradient that of the SUM over the global batch, as on
+        # one device (the original's default num_tpu_cores 1), whatever the replicas.
+        return output.loss * self._strategy.num_replicas_in_sync, {}
 
     def _optimizer(self):
         c = self.config
@@ -132,7 +140,8 @@ class ModelRunner:
             raise UserError(f"the training data of {list(c.task_names)} gives 0 steps with "
                             f"train_batch_size {c.train_batch_size} and num_train_epochs "
                             f"{c.num_train_epochs}; lower the batch size or add epochs.")
-        resuming = prepare_model_dir(c)  # after the data loaded: bad input leaves no files
+        # After the data loaded: bad input leaves no files. Other workers only look.
+        resuming = prepare_model_dir(c) if self.is_chief else is_resumable(c)
         log(f"Training for {num_steps} steps")
         with self._strategy.scope():
             optimizer = self._optimizer()
@@ -149,14 +158,17 @@ class ModelRunner:
             jit_compile=c.jit_compile, clip_norm=1.0, seed=c.seed, summary_dir=c.model_dir)
         trainer = training.Trainer(self._strategy, self._loss_fn, self.named_vars, optimizer,
                                    lr_fn, global_step, settings, loss_names=())
-        iterator = iter(self._strategy.experimental_distribute_dataset(dataset))
-        manager = checkpoint.CheckpointManager(c.model_dir, max_to_keep=1)
+        iterator = iter(self._strategy.experimental_distribute_dataset(
+            _shard_batches(dataset)))
+        manager = (checkpoint.CheckpointManager(c.model_dir, max_to_keep=1)
+                   if self.is_chief else None)
         state = {**self.named_vars, **optimizer.slot_variables(), "global_step": global_step,
                  **trainer.checkpoint_variables()}  # + the float16 loss scale
         if resuming:  # a stopped run of this trial: continue from its checkpoint
             checkpoint.restore_checkpoint(state, c.model_dir, allow_missing=loss_scale.is_name)
             log(f"Resuming from step {int(global_step.numpy())} of {num_steps}")
-        result = training.train(trainer, iterator, manager, state, stop=self._stop)
+        result = training.train(trainer, iterator, manager, state, is_chief=self.is_chief,
+                                stop=self._stop)
         self._trained_step = result.global_step
         return result
 
@@ -205,95 +217,38 @@ class ModelRunner:
                 scorer = self.evaluate_task(task, split)
                 prefix = "" if split == "dev" else split + "_"
                 metrics.update(scorer.get_results(prefix=prefix))
-                path = scorer.write_predictions(prediction_path(self.config, task.name,
-                                                                split, trial))
+                path = scorer.write_predictions(trial_files.prediction_path(
+                    self.config, task.name, split, trial))
                 if path:
                     log(f"Wrote {task.name} {split} predictions to {path}")
             log(f"{task.name}: " + " - ".join(f"{k}: {v:.2f}" for k, v in metrics.items()))
             results[task.name] = metrics
         return results
 
-    def write_test_outputs(self, trial):
-        """The original's test-set files, plus GLUE-server TSVs for GLUE tasks."""
-        c = self.config
-        for task in self.tasks:
-            if isinstance(task, classification_tasks.SingleOutputTask):
-                for split in task.get_test_splits():
-                    outputs = glue_outputs.collect_test_outputs(
-                        task, self.predictions(task, split))
-                    pkl = glue_outputs.write_test_pickle(
-                        outputs, c.test_predictions(task.name, split, trial))
-                    tsv = glue_outputs.write_glue_submission(
-                        task, split, outputs, glue_submission_dir(c, trial))
-                    log(f"Wrote {task.name} {split} predictions to {pkl} and {tsv}")
-            elif isinstance(task, qa_tasks.QATask) and task.get_test_splits():
-                for split in task.get_test_splits():
-                    self._write_qa_test_outputs(task, split, trial)
-            else:
-                log(f"{task.name}: no test-set outputs (written for GLUE tasks and squad)")
 
-    def _write_qa_test_outputs(self, task, split, trial):
-        """{question id: answer, "" when the null score exceeds qa_na_threshold} JSON."""
-        c = self.config
-        scorer = task.get_scorer(split)
-        for example_outputs in self.predictions(task, split):
-            scorer.update(example_outputs)
-        predictions, null_odds = scorer.decode()
-        if task.v2:
-            predictions = qa_scorer.thresholded_answers(predictions, null_odds,
-                                                        c.qa_na_threshold)
-        # The original wrote this JSON under a ".pkl" name; it gets its real suffix here.
-        path = os.path.splitext(c.test_predictions(task.name, split, trial))[0] + ".json"
-        io_utils.write_json(predictions, path)
-        log(f"Wrote {task.name} {split} predictions to {path}")
+def _shard_batches(dataset):
+    """Under multi_worker, worker k keeps the k-th slice of every global batch (each
+    reads the whole TFRecord file), so every step trains on the very batch one device
+    would read; the AUTO policy would first try to give each worker its own files."""
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = (
+        tf.data.experimental.AutoShardPolicy.DATA)
+    return dataset.with_options(options)
 
 
-def prediction_path(config, task_name, split, trial):
-    """results/<tasks>_predictions/<task>_<split>_<trial>.txt (TSV or CoNLL columns)."""
-    tasks = ",".join(config.task_names)
-    return os.path.join(config.results_dir, f"{tasks}_predictions",
-                        f"{task_name}_{split}_{trial}.txt")
-
-
-def glue_submission_dir(config, trial):
-    """test_predictions/glue_submission_<trial>: GLUE-server files of one trial."""
-    return os.path.join(config.test_predictions_dir, f"glue_submission_{trial}")
-
-
-def results_lines(results, seeds):
-    """results_txt lines: "<task>: <metric>: <value:.2f> - ... - seed: <seed>"."""
-    lines = []
-    for trial_results, seed in zip(results, seeds):
-        for task_name, metrics in trial_results.items():
-            values = " - ".join(f"{k}: {v:.2f}" for k, v in metrics.items())
-            lines.append(f"{task_name}: {values} - seed: {seed}")
-    return lines
-
-
-def write_results(config, results, seeds):
-    """Rewrites results_txt (one line per trial per task) and results_pkl (the list of
-    per-trial {task: {metric: value}}), each atomically."""
-    log(f"Writing results to {config.results_txt}")
-    io_utils.write_text("\n".join(results_lines(results, seeds)) + "\n", config.results_txt)
-    io_utils.write_pickle(results, config.results_pkl)
-
-
-def write_eval_summaries(model_dir, step, results):
-    """TensorBoard scalars "<task>/<metric>" of the evaluation at `step`, in the run
-    `<model_dir>/eval` (training losses are in `<model_dir>` itself)."""
-    writer = tf.summary.create_file_writer(os.path.join(model_dir, EVAL_SUMMARY_DIR))
-    training.write_scalars(writer, step, {f"{task}/{metric}": value
-                                          for task, metrics in results.items()
-                                          for metric, value in metrics.items()})
-    writer.close()
+def is_resumable(config):
+    """Whether the trial's model dir holds a stopped run of this same trial config
+    (finetune/resume.py) with a checkpoint, to be continued. Only reads."""
+    return bool(os.path.exists(os.path.join(config.model_dir, MODEL_DIR_MARKER))
+                and resume.is_resumable(config)
+                and tf.train.latest_checkpoint(config.model_dir))
 
 
 def prepare_model_dir(config):
     """Wipes this trial's previous model dir (only if this tool wrote it), then marks it.
 
     Returns:
-      True when the dir holds a stopped run of this same trial config (finetune/resume.py)
-      with a checkpoint: it is kept, to be continued.
+      is_resumable(config): the dir is then kept, to be continued.
     """
     model_dir = os.path.abspath(config.model_dir)
     if config.init_checkpoint:
@@ -303,8 +258,7 @@ def prepare_model_dir(config):
                             f"dir {config.model_dir!r} that training would wipe; copy it "
                             "elsewhere or set model_dir.")
     if os.path.isdir(model_dir):
-        if (os.path.exists(os.path.join(model_dir, MODEL_DIR_MARKER))
-                and resume.is_resumable(config) and tf.train.latest_checkpoint(model_dir)):
+        if is_resumable(config):
             return True
         if os.path.exists(os.path.join(model_dir, MODEL_DIR_MARKER)):
             shutil.rmtree(model_dir)
@@ -323,7 +277,8 @@ def remove_model_dir(model_dir):
 
 
 def run_trial(config, trial, tasks, preprocessor, strategy, bert_config):
-    """Train and/or evaluate one trial; returns its results dict (or None).
+    """Train and/or evaluate one trial; returns its results dict (None when not
+    evaluating, and on every worker but the chief).
 
     When training, SIGTERM / SIGINT stop the trial with a checkpoint (preemption.Preempted);
     run_finetuning then records it for the rerun (finetune/resume.py).
@@ -334,7 +289,8 @@ def run_trial(config, trial, tasks, preprocessor, strategy, bert_config):
     with preemption.StopRequest() as stop:
         runner = ModelRunner(config, tasks, preprocessor, strategy, bert_config, stop)
         results = _train_and_evaluate(runner, trial)
-    resume.clear_marker(config)  # complete: a later run must not resume it
+    if runner.is_chief:
+        resume.clear_marker(config)  # complete: a later run must not resume it
     return results
 
 
@@ -344,38 +300,68 @@ def _train_and_evaluate(runner, trial):
     if config.do_train:
         heading("Start training")
         train_result = runner.train()
-    if not config.do_eval:
+    # Evaluation runs on the chief's device alone (no collectives), so the other
+    # workers go on to the next trial and wait for the chief in its first collective.
+    if not config.do_eval or not runner.is_chief:
         return None
     heading("Run dev set evaluation")
     results = runner.evaluate(trial)
     if train_result is not None:  # eval-only runs have no model dir of their own
-        write_eval_summaries(config.model_dir, train_result.global_step, results)
+        trial_files.write_eval_summaries(config.model_dir, train_result.global_step, results)
     if config.write_test_outputs and trial <= config.n_writes_test:
         heading("Running on the test set and writing the predictions")
-        runner.write_test_outputs(trial)
+        trial_files.write_test_outputs(runner, trial)
     return results
+
+
+@contextlib.contextmanager
+def _featurising_config(config, chief):
+    """The config to featurise with. The chief uses the run's. Other workers get a
+    private temporary preprocessed_data_dir, removed at the end, so they never write
+    the shared cache while the chief may be writing it; the chief's tag label maps are
+    copied in (written atomically, read-only here) so that all number the tags alike."""
+    if chief:
+        yield config
+        return
+    temp = tempfile.mkdtemp(prefix="electra_worker_features_")
+    log(f"Not the chief: featurising into {temp} (removed at the end)")
+    try:
+        for path in glob.glob(os.path.join(glob.escape(config.preprocessed_data_dir),
+                                           "*label_mapping.pkl")):
+            shutil.copy(path, temp)
+        yield dataclasses.replace(config, preprocessed_data_dir=temp)
+    finally:
+        shutil.rmtree(temp, ignore_errors=True)
 
 
 def run_finetuning(config):
     """Runs config.num_trials trials (forever if negative) of train + eval.
 
     Returns:
-      The list of per-trial {task: {metric: value}} (also written to results_pkl).
+      The list of per-trial {task: {metric: value}} (also written to results_pkl; on
+      multi_worker workers other than the chief, an empty list).
     """
     strategy = distribute.get_strategy(config.distribution_strategy, config.tpu_name,
                                        config.tpu_zone, config.gcp_project,
                                        config.worker_heartbeat_timeout_secs)
-    # Unknown task names and bad vocab files raise UserError (one line, exit 2).
-    tasks = task_builder.get_tasks(config)
-    if config.init_checkpoint:
-        init_checkpoint.resolve_checkpoint(config.init_checkpoint)  # fail before featurising
-    try:
-        bert_config = modeling.get_bert_config(config.model_size, config.vocab_size,
-                                               config.embedding_size,
-                                               config.model_hparam_overrides)
-    except ValueError as e:  # e.g. an unknown model_hparam_overrides key
-        raise UserError(str(e)) from None
-    preprocessor = preprocessing.Preprocessor(config, tasks)
+    chief = distribute.is_chief(strategy)
+    with _featurising_config(config, chief) as data_config:
+        # Unknown task names and bad vocab files raise UserError (one line, exit 2).
+        tasks = task_builder.get_tasks(data_config)
+        if config.init_checkpoint:  # fail before featurising
+            init_checkpoint.resolve_checkpoint(config.init_checkpoint)
+        try:
+            bert_config = modeling.get_bert_config(config.model_size, config.vocab_size,
+                                                   config.embedding_size,
+                                                   config.model_hparam_overrides)
+        except ValueError as e:  # e.g. an unknown model_hparam_overrides key
+            raise UserError(str(e)) from None
+        preprocessor = preprocessing.Preprocessor(data_config, tasks)
+        return _run_trials(config, tasks, preprocessor, strategy, bert_config)
+
+
+def _run_trials(config, tasks, preprocessor, strategy, bert_config):
+    chief = distribute.is_chief(strategy)
     results, seeds, trial = [], [], 1
     stopped = resume.find_stopped_trial(config) if config.do_train else None
     if stopped:
@@ -385,16 +371,20 @@ def run_finetuning(config):
         heading(f"Config: model={config.model_name}, trial {trial}/{config.num_trials}")
         log(config_utils.format_config(trial_config))
         try:
-            trial_results = run_trial(trial_config, trial, tasks, preprocessor, strategy,
-                                      bert_config)
-        except preemption.Preempted:
-            resume.write_marker(trial_config, trial, results, seeds)
+            # multi_worker: a dead worker ends the others with one line (exit 69).
+            with worker_loss.reported(strategy, trial_config.model_dir):
+                trial_results = run_trial(trial_config, trial, tasks, preprocessor,
+                                          strategy, bert_config)
+        except (preemption.Preempted, worker_loss.WorkerLost):
+            if chief:  # the rerun keeps the finished trials and continues this one
+                resume.write_marker(trial_config, trial, results, seeds)
             raise
         if trial_results is not None:
             results.append(trial_results)
             seeds.append(trial_config.seed)
-            write_results(config, results, seeds)
-        if config.do_train and not config.keep_all_models and trial != config.num_trials:
+            trial_files.write_results(config, results, seeds)
+        if (chief and config.do_train and not config.keep_all_models
+                and trial != config.num_trials):
             remove_model_dir(trial_config.model_dir)
         trial += 1
-    return results
+    return results if chief else []
