@@ -133,7 +133,8 @@ def test_frozen_chief_is_found_by_the_heartbeat_timeout(data_dir, tmp_path):
 def test_lost_worker_message_names_the_worker_and_the_cause(monkeypatch):
     monkeypatch.setenv("TF_CONFIG", json.dumps({
         "cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "worker", "index": 0}}))
-    heartbeats = ("Collective ops is aborted by: Error reported from /job:worker/task:1: "
+    # The silent task is the one listed, whichever task reported it.
+    heartbeats = ("Collective ops is aborted by: Error reported from /job:worker/task:0: "
                   "The following tasks are unhealthy (stopped sending heartbeats):\n"
                   "/job:worker/replica:0/task:1\nThe tasks have crashed.")
     assert worker_loss.worker_lost_message(heartbeats, True, "/m/model.ckpt-20") == (

@@ -43,7 +43,8 @@ def _address(job, index):
 
 def _lost_worker(message, is_chief):
     """'worker 1 (host:port)' named in TensorFlow's message, else the best guess."""
-    match = _TASK.search(message)
+    # The coordination service lists the silent tasks after this phrase.
+    match = _TASK.search(message.split("stopped sending heartbeats", 1)[-1])
     if match:
         job, index = match.group(1), int(match.group(2))
     elif "CoordinationService" in message and not is_chief:
