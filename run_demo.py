@@ -14,13 +14,15 @@ import subprocess
 import sys
 import time
 
-from util import demo_corpus
+from util import demo_corpus, demo_report
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 # A small ELECTRA (the debug-sized 3-layer transformer at hidden 144 would learn
 # too little in a few minutes; this one is 4 layers of 128 with a 64-wide generator).
 MODEL = {"hidden_size": 128, "num_hidden_layers": 4, "intermediate_size": 512,
          "num_attention_heads": 2}
+# Fine-tuning trials per initialisation; the comparison reports their median.
+FINETUNE_TRIALS = 1
 # TensorFlow's C++ start-up lines, printed before any Python setting can mute them.
 _TF_STARTUP_NOISE = ("All log messages before absl::InitializeLog()", "port.cc:153] oneDNN",
                      "cpu_feature_guard.cc", "To enable the following instructions",
@@ -94,12 +96,20 @@ def main():
     finetune = {"task_names": ["cola"], "vocab_size": pretrain["vocab_size"],
                 "model_hparam_overrides": MODEL, "embedding_size": 128,
                 "learning_rate": 3e-4, "num_train_epochs": 5.0, "max_seq_length": 64,
-                "layerwise_lr_decay": 0.8, "log_every_steps": 50}
+                "layerwise_lr_decay": 0.8, "log_every_steps": 50,
+                "num_trials": FINETUNE_TRIALS}
     run(["run_finetuning.py", "--data-dir", data, "--model-name", name,
          "--hparams", json.dumps(finetune)])
-    results = os.path.join(data, "models", name, "results")
-    print(f"\nDone. Results, predictions and configs are under {results}")
-
+    # The same fine-tuning from random weights, so the run shows what pre-training gave.
+    baseline = name + "_random_init"
+    run(["run_finetuning.py", "--data-dir", data, "--model-name", baseline,
+         "--hparams", json.dumps({**finetune, "init_checkpoint": None})])
+    models = os.path.join(data, "models")
+    print(demo_report.comparison(
+        demo_report.task_scores(os.path.join(models, name, "results"), "cola", "mcc"),
+        demo_report.task_scores(os.path.join(models, baseline, "results"), "cola", "mcc"),
+        args.pretrain_steps))
+    print(f"Results, predictions and configs are under {models}")
 
 if __name__ == "__main__":
     main()
