@@ -7,7 +7,9 @@ electra/ variable), built from a pre-training checkpoint in one of two ways:
   * scale_qk: the query and key projections of every encoder layer are multiplied by
     sqrt(f), so every attention score q.k/sqrt(d) is multiplied by f (f = 0: uniform
     attention over the real tokens; f < 1: softer attention).
-Both can be combined (selection first, then scaling).
+  * fresh_rows: chosen rows of the discriminator's word-embedding table (e.g. the most
+    frequent tokens of a task) come from the fresh init, the other rows stay.
+They can be combined (selection, then rows, then scaling).
 """
 
 import collections
@@ -29,6 +31,7 @@ from util.logging_utils import log
 # Query/key kernels and biases: scaling both by sqrt(f) scales q.k by exactly f.
 QUERY_KEY_RE = re.compile(r"^electra/encoder/layer_\d+/attention/self/(query|key)/"
                           r"(kernel|bias)$")
+WORD_EMBEDDINGS = "electra/embeddings/word_embeddings"
 SURGERY_FILE = "surgery.json"  # provenance record written into the new model dir
 
 Selection = collections.namedtuple("Selection", ["values", "kept", "fresh"])
@@ -86,6 +89,25 @@ def scale_query_key(values, factor):
             for n, v in values.items()}, scaled
 
 
+def refresh_rows(values, fresh, rows):
+    """Replaces `rows` of the word-embedding table in `values` by the fresh init's rows.
+
+    Args:
+      values: {name: array} (not modified).
+      fresh: {name: array} of the random init.
+      rows: token ids.
+    Returns:
+      new {name: float32 array}.
+    """
+    table = np.array(values[WORD_EMBEDDINGS], np.float32)
+    bad = [r for r in rows if not 0 <= r < len(table)]
+    if bad:
+        raise UserError(f"token ids {bad[:5]} are outside the {len(table)}-row embedding "
+                        "table; is --vocab-file the model's vocab?")
+    table[list(rows)] = np.asarray(fresh[WORD_EMBEDDINGS], np.float32)[list(rows)]
+    return {**values, WORD_EMBEDDINGS: table}
+
+
 def fresh_variables(bert_config, seed):
     """{name: tf.Variable} of a seeded random init of the discriminator encoder."""
     tf.random.set_seed(seed)
@@ -105,7 +127,7 @@ def _step_of(prefix):
 
 
 def run_surgery(source, output_dir, user_hparams, keep=None, scale_qk=None, seed=0,
-                overwrite=False):
+                overwrite=False, fresh_rows=None):
     """Writes <output_dir>/model.ckpt-<step>, its `checkpoint` file, pretrain_config.json
     (copied) and surgery.json; the dir is replaced atomically as a whole.
 
@@ -117,11 +139,13 @@ def run_surgery(source, output_dir, user_hparams, keep=None, scale_qk=None, seed
       scale_qk: attention-score factor f (None: unchanged).
       seed: random init seed for the variables not kept.
       overwrite: replace a non-empty output_dir.
+      fresh_rows: word-embedding rows (token ids) taken from the random init.
     Returns:
       The surgery record (also written to surgery.json).
     """
-    if keep is None and scale_qk is None:
-        raise UserError("surgery needs --keep REGEX and/or --scale-qk FACTOR.")
+    if keep is None and scale_qk is None and not fresh_rows:
+        raise UserError("surgery needs --keep REGEX, --fresh-frequent-rows K and/or "
+                        "--scale-qk FACTOR.")
     _check_output_dir(output_dir, overwrite)
     spec = diagnose_inputs.resolve_inits([source], user_hparams)[0]
     named = fresh_variables(spec.bert_config, seed)
@@ -132,9 +156,12 @@ def run_surgery(source, output_dir, user_hparams, keep=None, scale_qk=None, seed
     reader = tf.train.load_checkpoint(spec.checkpoint)
     selection = select_variables({n: reader.get_tensor(n) for n in fresh}, fresh, keep)
     values, scaled = selection.values, []
+    if fresh_rows:
+        values = refresh_rows(values, fresh, fresh_rows)
     if scale_qk is not None:
         values, scaled = scale_query_key(values, scale_qk)
     record = {"source": spec.checkpoint, "keep": keep, "scale_qk": scale_qk, "seed": seed,
+              "fresh_rows": list(fresh_rows or []),
               "kept": selection.kept, "fresh": selection.fresh, "scaled": scaled,
               "model_hparams": spec.hparams}
     config_file = os.path.join(os.path.dirname(spec.checkpoint),
@@ -149,6 +176,7 @@ def run_surgery(source, output_dir, user_hparams, keep=None, scale_qk=None, seed
                 f"size hparams {spec.hparams} in its --hparams.")
         io_utils.write_json(record, os.path.join(temp, SURGERY_FILE), indent=2)
     log(f"Wrote {output_dir}: {len(selection.kept)} variables from {spec.checkpoint}, "
-        f"{len(selection.fresh)} fresh (seed {seed}), {len(scaled)} query/key variables "
+        f"{len(selection.fresh)} fresh (seed {seed}), {len(fresh_rows or [])} word-embedding "
+        f"rows fresh, {len(scaled)} query/key variables "
         f"scaled by sqrt({scale_qk}).")
     return record

@@ -6,7 +6,8 @@ Usage:
       [--stats-examples N] [--max-seq-length N] [--frequent-tokens K] [--vocab-file F]
       [--seed S] [--output results.json]
   python3 experiments/diagnose_checkpoint.py surgery SOURCE OUTPUT_DIR
-      [--keep REGEX] [--scale-qk F] [--seed S] [--hparams JSON] [--overwrite]
+      [--keep REGEX] [--scale-qk F] [--fresh-frequent-rows K [--task-dir DIR]
+      [--task NAME] [--vocab-file F]] [--seed S] [--hparams JSON] [--overwrite]
 
 INIT is `random` or a checkpoint prefix / model dir of this project's pre-training; the
 sizes come from the pretrain_config.json beside it (`random` takes the first
@@ -93,6 +94,12 @@ def parse_args(argv=None):
                          "others get a fresh random init")
     surgery.add_argument("--scale-qk", type=float, help="multiply attention scores by F "
                          "(query/key kernels and biases by sqrt(F))")
+    surgery.add_argument("--fresh-frequent-rows", type=int, default=0, metavar="K",
+                         help="also re-initialise the word-embedding rows of the K most "
+                         "frequent tokens of --task-dir's train.tsv")
+    surgery.add_argument("--task-dir", default=DiagnoseConfig.task_dir)
+    surgery.add_argument("--task", help="task name if the dir is not named after it")
+    surgery.add_argument("--vocab-file")
     surgery.add_argument("--overwrite", action="store_true")
     for command in (analyze, surgery):
         command.add_argument("--seed", type=int, default=0)
@@ -168,6 +175,31 @@ def load_data(config, tokenizer):
                                                  f"{split}", tokenizer,
                                                  config.max_seq_length - 2))
     return splits[0], splits[1], name
+
+
+def frequent_task_tokens(args, hparams):
+    """The surgery's --fresh-frequent-rows token ids: the most frequent word pieces of
+    the task's train.tsv under the model's vocab ([] when not asked for)."""
+    if args.fresh_frequent_rows < 0:
+        raise cli.UserError(f"--fresh-frequent-rows must be >= 0, got "
+                            f"{args.fresh_frequent_rows}.")
+    if not args.fresh_frequent_rows:
+        return []
+    specs = diagnose_inputs.resolve_inits([args.source], hparams)
+    vocab_file = args.vocab_file or diagnose_inputs.default_vocab_file(
+        specs, os.path.join(SHARED, "vocab", "vocab.txt"))
+    tokenizer = tokenization.FullTokenizer(vocab_file,
+                                           specs[0].hparams.get("do_lower_case", True))
+    diagnose_inputs.check_vocab_fits(specs, tokenizer)
+    name = diagnose_inputs.task_name_for(args.task_dir, args.task)
+    path = os.path.join(args.task_dir, "train.tsv")
+    if not os.path.isfile(path):
+        raise cli.UserError(f"{path} does not exist; --task-dir must hold the train.tsv "
+                            "of a GLUE single-sentence task.")
+    train = diagnose_inputs.read_split(diagnose_inputs.single_sentence_task(name), path,
+                                       None, f"{args.seed}:{name}:train", tokenizer, 510)
+    return diagnostics.frequent_token_ids(train.token_ids, args.fresh_frequent_rows,
+                                          exclude=[tokenizer.vocab["[UNK]"]])
 
 
 def short_name(init):
@@ -271,9 +303,11 @@ def make_config(args):
 def main(argv=None):
     args = parse_args(argv)
     if args.command == "surgery":
+        hparams = diagnose_inputs.check_model_hparams(args.hparams)
         checkpoint_surgery.run_surgery(
-            args.source, args.output_dir, diagnose_inputs.check_model_hparams(args.hparams),
-            keep=args.keep, scale_qk=args.scale_qk, seed=args.seed, overwrite=args.overwrite)
+            args.source, args.output_dir, hparams, keep=args.keep, scale_qk=args.scale_qk,
+            seed=args.seed, overwrite=args.overwrite,
+            fresh_rows=frequent_task_tokens(args, hparams))
         return
     report = run_analysis(make_config(args))
     for entry in report["inits"]:

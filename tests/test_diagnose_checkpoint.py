@@ -315,3 +315,34 @@ def test_scale_query_key_scales_scores_by_the_factor():
     np.testing.assert_array_equal(scaled[sorted(values)[2]], 1.0)
     with pytest.raises(UserError, match=">= 0"):
         checkpoint_surgery.scale_query_key(values, -1.0)
+
+
+def test_surgery_fresh_frequent_rows_replaces_only_those_rows(tmp_path, tiny_checkpoint):
+    model_dir, prefix = tiny_checkpoint
+    task_dir = tmp_path / "cola"
+    task_dir.mkdir()
+    # CoLA layout (source, label, mark, text): "the" x4, "cat" x2, "sat" x1.
+    (task_dir / "train.tsv").write_text("s\t1\t\tthe the cat\ns\t0\t*\tthe cat the sat\n")
+    out = tmp_path / "rows"
+    diagnose_checkpoint.main(["surgery", model_dir, str(out), "--fresh-frequent-rows", "2",
+                              "--task-dir", str(task_dir), "--vocab-file", VOCAB,
+                              "--seed", "3"])
+    vocab = tokenization.load_vocab(VOCAB)
+    rows = [vocab["the"], vocab["cat"]]
+    loaded = load_into_fresh_model(str(out))
+    reader = tf.train.load_checkpoint(prefix)
+    fresh = checkpoint_surgery.fresh_variables(tiny_bert_config(), 3)
+    name = checkpoint_surgery.WORD_EMBEDDINGS
+    table, source = loaded[name], reader.get_tensor(name)
+    np.testing.assert_array_equal(table[rows], fresh[name].numpy()[rows])
+    assert not np.array_equal(table[rows], source[rows])
+    others = np.ones(len(table), bool)
+    others[rows] = False
+    np.testing.assert_array_equal(table[others], source[others])
+    for other in loaded:
+        if other != name:
+            np.testing.assert_array_equal(loaded[other], reader.get_tensor(other))
+    assert json.loads((out / "surgery.json").read_text())["fresh_rows"] == rows
+    with pytest.raises(UserError, match=">= 0"):
+        diagnose_checkpoint.main(["surgery", model_dir, str(tmp_path / "y"),
+                                  "--fresh-frequent-rows", "-1"])
