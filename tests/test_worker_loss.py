@@ -80,8 +80,8 @@ def _check_checkpoint(path):
 def test_killed_worker_stops_the_chief_and_both_resume_from_its_checkpoint(data_dir,
                                                                            tmp_path):
     ports = free_ports(2)
-    model_dir = data_dir / "models" / "killed"
-    cmd = _cmd(data_dir, "killed")
+    model_dir = data_dir / "models" / "worker_killed"
+    cmd = _cmd(data_dir, "worker_killed")
     with Cluster(cmd, tmp_path / "run1", ports) as cluster:
         chief, worker = cluster.workers
         cluster.wait_until(0, _reached(SAVE_EVERY + 2))  # a checkpoint exists
@@ -106,7 +106,7 @@ def test_killed_worker_stops_the_chief_and_both_resume_from_its_checkpoint(data_
     final = tf.train.latest_checkpoint(str(model_dir))
     assert _check_checkpoint(final) == STEPS
     # The result files of an evaluation of the final model are complete.
-    config = pretrain_fixtures.config(data_dir, "killed", **{
+    config = pretrain_fixtures.config(data_dir, "worker_killed", **{
         **HPARAMS, "distribution_strategy": "one_device", "do_train": False,
         "do_eval": True, "num_eval_steps": 2})
     results = pretrain_runner.run_pretraining(config)
