@@ -9,13 +9,14 @@ tests keep their single device. Run as a script: `python3 tests/test_distribute.
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from worker_fixtures import free_ports
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -113,16 +114,6 @@ def run_training(strategy_name, model_kind):
             "chief": distribute.is_chief(strategy)}
 
 
-def _free_ports(n):
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
-
-
 def _script_env(**extra):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=str(REPO), **extra)
     env.pop("TF_CONFIG", None)
@@ -182,7 +173,7 @@ def test_mirrored_two_logical_cpus_matches_one_device(tmp_path, one_device_refer
 
 
 def test_multi_worker_two_processes_match_one_device(tmp_path, one_device_reference):
-    ports = _free_ports(2)
+    ports = free_ports(2)
     workers = [f"127.0.0.1:{p}" for p in ports]
     procs = []
     for index in range(2):

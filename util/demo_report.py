@@ -26,10 +26,13 @@ def comparison(pretrained, random_init, pretrain_steps):
     gain = statistics.median(pretrained) - statistics.median(random_init)
     verdict = ("pre-training paid off" if gain > 0
                else "pre-training did not pay off in this run")
+    labels = (f"ELECTRA pre-trained ({pretrain_steps} steps):", "random initialisation:")
+    width = max(len(label) for label in labels)
+    seeds = "1 fine-tuning seed" if len(pretrained) == 1 else \
+        f"the median of {len(pretrained)} fine-tuning seeds"
     return "\n".join([
         "",
-        "Did pre-training pay off? Word-order task, dev MCC x 100, median of "
-        f"{len(pretrained)} fine-tuning seeds:",
-        f"  ELECTRA pre-trained ({pretrain_steps} steps): {fmt(pretrained)}",
-        f"  random initialisation:{' ' * (len(str(pretrain_steps)) + 16)}{fmt(random_init)}",
+        f"Did pre-training pay off? Word-order task, dev MCC x 100, {seeds}:",
+        f"  {labels[0].ljust(width)} {fmt(pretrained)}",
+        f"  {labels[1].ljust(width)} {fmt(random_init)}",
         f"  difference: {gain:+.1f} ({verdict})"])
