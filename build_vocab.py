@@ -153,7 +153,8 @@ def build_vocab(lines_iterable: Iterable[str], vocab_size: int, do_lower_case: b
     return vocab
 
 
-def _read_lines(paths: list[str]) -> Iterable[str]:
+def read_lines(paths: list[str]) -> Iterable[str]:
+    """The lines of the text files, in order (undecodable bytes replaced)."""
     for path in paths:
         with open(path, encoding="utf-8", errors="replace", newline="\n") as f:
             yield from f
@@ -188,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     try:
-        vocab = build_vocab(_read_lines(paths), args.vocab_size, args.do_lower_case,
+        vocab = build_vocab(read_lines(paths), args.vocab_size, args.do_lower_case,
                             min_frequency=args.min_frequency)
     except ValueError as err:
         print(f"Error: {err}", file=sys.stderr)

@@ -64,13 +64,13 @@ def parse_stages(text):
     return [s for s in STAGES if s in wanted]
 
 
-def resolve_dirs(args):
+def resolve_dirs(args, study):
     from experiments.study_units import StudyDirs  # pylint: disable=import-outside-toplevel
     work = args.work_dir or os.path.join(REPO, "study_work", "quick" if args.quick else "full")
     out = args.out_dir or (os.path.join(work, "report") if args.quick
                            else os.path.join(REPO, "docs", "learning_study"))
     return StudyDirs(os.path.abspath(work), os.path.abspath(args.shared_data),
-                     os.path.abspath(out))
+                     os.path.abspath(out), corpus_vocab=study.corpus_vocab_size is not None)
 
 
 def stage_units(stage, study, dirs):
@@ -127,7 +127,7 @@ def main(argv=None):
     from util import config_utils
     from util.logging_utils import heading, log
     study = study_config.make_study_config(args.quick, args.hparams)
-    dirs = resolve_dirs(args)
+    dirs = resolve_dirs(args, study)
     study_data.check_shared_data(study, dirs.shared_dir)
     heading(f"Learning study ({'QUICK' if args.quick else 'FULL'} preset), stages: "
             f"{', '.join(stages)}")

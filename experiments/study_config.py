@@ -11,6 +11,7 @@ from typing import Optional
 import configure_finetuning
 from util import config_utils
 
+SHARED_VOCAB_SIZE = 30522  # tokens in <shared-data>/vocab/vocab.txt (BERT's uncased)
 TASKS = ("cola", "sst", "mrpc", "sts", "rte", "chunk")
 OBJECTIVES = ("electra", "mlm")
 # The metric the ELECTRA paper reports per task, as named by the task's scorer.
@@ -59,7 +60,14 @@ class StudyConfig:
     intermediate_size: Optional[int] = None  # None -> 4 * hidden_size
     embedding_size: Optional[int] = None  # None -> hidden_size
     generator_hidden_size: float = 0.25  # frac of the discriminator's hidden size
-    vocab_size: int = 30522  # tokens in the shared vocab
+    # None: the shared BERT vocab; N: a WordPiece vocab of at most N tokens learnt from
+    # the pre-training corpus in the data stage (a smaller table trains faster and
+    # each row is updated more often; both objectives and random init use it)
+    corpus_vocab_size: Optional[int] = None
+    vocab_size: Optional[int] = None  # None -> corpus_vocab_size, or 30522 (shared vocab)
+    # dropout while pre-training (hidden and attention; the original's 0.1); fine-tuning
+    # always uses the model's 0.1
+    pretrain_dropout: float = 0.1
 
     # pre-training (both objectives: same data, batch, peak LR, warmup and seed)
     electra_steps: int = 4000  # ELECTRA pre-training steps
@@ -105,8 +113,11 @@ class StudyConfig:
 
     def pretrain_model_hparams(self, objective):
         """PretrainingConfig hparams that fix the model and one step's shape (FLOPs)."""
+        overrides = {**self.model_hparam_overrides(),
+                     "hidden_dropout_prob": self.pretrain_dropout,
+                     "attention_probs_dropout_prob": self.pretrain_dropout}
         return {"electra_objective": objective == "electra", "model_size": "small",
-                "model_hparam_overrides": self.model_hparam_overrides(),
+                "model_hparam_overrides": overrides,
                 "embedding_size": self.embedding_size, "vocab_size": self.vocab_size,
                 "generator_hidden_size": self.generator_hidden_size,
                 "max_seq_length": self.max_seq_length,
@@ -180,6 +191,16 @@ def _validate(c):
                  "eval_batch_size", "num_eval_steps", "num_processes", "finetune_batch_size"):
         if getattr(c, name) < 1:
             raise config_utils.ConfigError(f"{name} must be >= 1, got {getattr(c, name)}.")
+    if c.corpus_vocab_size is not None and c.corpus_vocab_size < 100:
+        raise config_utils.ConfigError(
+            f"corpus_vocab_size must be at least 100 tokens, got {c.corpus_vocab_size}.")
+    if c.vocab_size < (c.corpus_vocab_size or 1):
+        raise config_utils.ConfigError(
+            f"vocab_size {c.vocab_size} is smaller than corpus_vocab_size "
+            f"{c.corpus_vocab_size}: leave vocab_size out to use the corpus vocab's size.")
+    if not 0.0 <= c.pretrain_dropout < 1.0:
+        raise config_utils.ConfigError(
+            f"pretrain_dropout must be in [0, 1), got {c.pretrain_dropout}.")
     if c.num_out_files < c.num_processes:
         raise config_utils.ConfigError("num_out_files must be at least num_processes.")
     bad_files = [f for f in c.corpus_files if not f.endswith(".txt") or "/" in f]
@@ -200,6 +221,8 @@ def _derive_sizes(c):
         c["intermediate_size"] = 4 * hidden
     if c.get("embedding_size") is None:
         c["embedding_size"] = hidden
+    if c.get("vocab_size") is None:
+        c["vocab_size"] = c.get("corpus_vocab_size") or SHARED_VOCAB_SIZE
 
 
 def _derive_mlm_schedule(study, flops_ratio, mlm_steps=None, mlm_checkpoint_steps=None):

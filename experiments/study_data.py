@@ -39,7 +39,7 @@ def task_sources(task, shared_dir):
 
 def check_shared_data(study, shared_dir):
     """Raises one UserError naming every missing input and the fix."""
-    needed = [os.path.join(shared_dir, "vocab", "vocab.txt")]
+    needed = [] if study.corpus_vocab_size else [os.path.join(shared_dir, "vocab", "vocab.txt")]
     needed += [p for task in study.tasks for p in task_sources(task, shared_dir).values()]
     inputs = corpus_inputs(study, shared_dir)
     missing = [p for p in needed + inputs if not os.path.isfile(p)]
@@ -113,6 +113,19 @@ def write_task_dir(study, task, shared_dir, out_dir):
     return counts
 
 
+def build_corpus_vocab(study, dirs):
+    """Learns the study's WordPiece vocab from its corpus (kept if already there);
+    returns its size."""
+    import build_vocab  # pylint: disable=import-outside-toplevel
+    if not os.path.exists(dirs.vocab_file):
+        paths = corpus_inputs(study, dirs.shared_dir)
+        vocab = build_vocab.build_vocab(build_vocab.read_lines(paths), study.corpus_vocab_size)
+        io_utils.write_text("\n".join(vocab) + "\n", dirs.vocab_file)
+        log(f"[data] learnt a {len(vocab)}-token vocab from the corpus: {dirs.vocab_file}")
+    with open(dirs.vocab_file, encoding="utf-8") as f:
+        return sum(1 for _ in f)
+
+
 def build_pretraining_data(study, dirs):
     """The TFRecords (reused when a complete dataset is already there); its metadata."""
     from pretrain import dataset_builder  # pylint: disable=import-outside-toplevel
@@ -129,6 +142,7 @@ def build_pretraining_data(study, dirs):
 
 def run_data(study, dirs):
     """The data unit's work; returns its record."""
+    vocab_tokens = build_corpus_vocab(study, dirs) if dirs.corpus_vocab else None
     metadata = build_pretraining_data(study, dirs)
     tasks = {task: write_task_dir(study, task, dirs.shared_dir, dirs.finetuning_data_dir)
              for task in study.tasks}
@@ -136,4 +150,5 @@ def run_data(study, dirs):
             "pretrain_input_tokens": metadata["num_input_tokens"],
             "corpus_files": [os.path.basename(p)
                              for p in corpus_inputs(study, dirs.shared_dir)],
-            "task_rows": tasks}
+            "task_rows": tasks, "vocab_file": dirs.vocab_file,
+            "corpus_vocab_tokens": vocab_tokens}

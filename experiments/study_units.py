@@ -27,13 +27,18 @@ class StudyDirs:
       checkpoints, fine-tuning caches, unit records).
     shared_dir: the read-only shared data (corpus, vocab, GLUE, CoNLL-2000).
     out_dir: the report (results.json, results.md, PNG plots).
+    corpus_vocab: the vocab is learnt from the corpus (<work_dir>/vocab.txt), not the
+      shared one.
     """
     work_dir: str
     shared_dir: str
     out_dir: str
+    corpus_vocab: bool = False
 
     @property
     def vocab_file(self):
+        if self.corpus_vocab:
+            return os.path.join(self.work_dir, "vocab.txt")
         return os.path.join(self.shared_dir, "vocab", "vocab.txt")
 
     @property

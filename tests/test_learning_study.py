@@ -12,7 +12,9 @@ import pytest
 
 import configure_pretraining
 from experiments import learning_study, study_config, study_data, study_flops
+from experiments.study_units import StudyDirs
 from finetune_fixtures import SHARED_DATA, require_shared_data
+from model import tokenization
 from util import cli
 from util.config_utils import ConfigError
 
@@ -67,10 +69,50 @@ def test_quick_config_and_equal_flops_schedule():
     ({"train_examples": {"cola": 0}}, r"train_examples\['cola'\] must be an int >= 1"),
     ({"task_hparams": {"rte": {"seed": 3}}}, "which the study sets itself"),
     ({"task_hparams": {"rte": {"num_train_epoch": 3}}}, "unknown hparam 'num_train_epoch'"),
+    ({"corpus_vocab_size": 50}, "corpus_vocab_size must be at least 100"),
+    ({"corpus_vocab_size": 8000, "vocab_size": 4000}, "vocab_size 4000 is smaller"),
+    ({"pretrain_dropout": 1.0}, r"pretrain_dropout must be in \[0, 1\)"),
 ])
 def test_config_errors(hparams, message):
     with pytest.raises(ConfigError, match=message):
         study_config.make_study_config(True, hparams)
+
+
+def test_vocab_size_and_pretraining_dropout_are_derived_and_applied():
+    shared = study_config.make_study_config(True, {"corpus_vocab_size": None})
+    assert shared.vocab_size == study_config.SHARED_VOCAB_SIZE == 30522
+    own = study_config.make_study_config(True, {"corpus_vocab_size": 3000,
+                                                "pretrain_dropout": 0.0})
+    assert own.vocab_size == 3000
+    for objective in ("electra", "mlm"):
+        hparams = own.pretrain_hparams(objective)
+        assert hparams["vocab_size"] == 3000
+        overrides = hparams["model_hparam_overrides"]
+        assert overrides["hidden_dropout_prob"] == overrides["attention_probs_dropout_prob"] == 0
+    # Fine-tuning keeps the model's own dropout: the study only changes pre-training.
+    assert "hidden_dropout_prob" not in own.model_hparam_overrides()
+
+
+def test_corpus_vocab_is_learnt_once_from_the_corpus(tmp_path):
+    require_shared_data()
+    study = study_config.make_study_config(True, {"corpus_vocab_size": 2000})
+    dirs = StudyDirs(str(tmp_path), str(SHARED_DATA), str(tmp_path / "out"), corpus_vocab=True)
+    assert study_data.build_corpus_vocab(study, dirs) == 2000
+    vocab = tokenization.load_vocab(dirs.vocab_file)
+    assert dirs.vocab_file == str(tmp_path / "vocab.txt") and len(vocab) == 2000
+    assert all(t in vocab for t in ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"))
+    tokenizer = tokenization.FullTokenizer(dirs.vocab_file)
+    pieces = tokenizer.tokenize("Fellow-Citizens of the Senate and of the House")
+    assert "[UNK]" not in pieces and "the" in pieces  # learnt from inaugural.txt
+    written = os.stat(dirs.vocab_file).st_mtime_ns
+    assert study_data.build_corpus_vocab(study, dirs) == 2000  # a resumed study keeps it
+    assert os.stat(dirs.vocab_file).st_mtime_ns == written
+    # The shared vocab is then not needed: only a missing corpus/task file is an error.
+    missing = tmp_path / "no_shared"
+    with pytest.raises(cli.UserError) as err:
+        study_data.check_shared_data(study, str(missing))
+    assert str(missing / "vocab" / "vocab.txt") not in str(err.value)
+    assert str(missing / "glue" / "CoLA" / "train.tsv") in str(err.value)
 
 
 def test_subsampling_keeps_headers_lines_and_sentences(tmp_path):
