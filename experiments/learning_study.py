@@ -133,7 +133,8 @@ def main(argv=None):
             f"{', '.join(stages)}")
     log(config_utils.format_config(study))
     log(f"work dir {dirs.work_dir}\nshared data {dirs.shared_dir}\nreport {dirs.out_dir}")
-    study_units.check_work_dir_config(config_utils.config_to_dict(study), dirs.config_path)
+    study_units.check_work_dir_config(config_utils.config_to_dict(study), dirs.config_path,
+                                      study_config.ADDED_SETTINGS)
     run_study(study, dirs, stages)
 
 

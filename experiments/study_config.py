@@ -25,6 +25,9 @@ OWNED_FINETUNE_HPARAMS = frozenset((
     "raw_data_dir", "preprocessed_data_dir", "model_dir", "results_dir", "results_txt",
     "results_pkl", "qa_results_dir", "test_predictions_dir", "write_test_outputs"))
 
+# Settings added after the first FULL work dirs were made, with the value those ran with.
+ADDED_SETTINGS = {"corpus_vocab_size": None, "pretrain_dropout": 0.1}
+
 # The QUICK preset: a 2-layer, 32-wide model, 20 pre-training steps on one small corpus
 # file and 64-example task subsets, so the whole study runs in a couple of minutes.
 QUICK = dict(

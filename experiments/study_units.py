@@ -135,18 +135,20 @@ def run_units(stage, units, after_every=None, every=None):
     return len(todo)
 
 
-def check_work_dir_config(config_dict, path):
+def check_work_dir_config(config_dict, path, added_defaults=None):
     """Saves the resolved config in a new work dir; refuses a work dir made with another.
 
     Rule: a work dir belongs to one resolved StudyConfig. Re-running with the same
     --quick / --hparams resumes; anything that changes the resolved config needs a new
     --work-dir (or deleting the old one), so results of two configs never mix.
+    added_defaults: {field: default} of settings added after a work dir may have been
+    made; a saved config without such a field ran with its default.
 
     Raises:
         UserError naming the differing fields.
     """
     if os.path.exists(path):
-        saved = io_utils.load_json(path)
+        saved = {**(added_defaults or {}), **io_utils.load_json(path)}
         if saved != config_dict:
             keys = sorted(k for k in set(saved) | set(config_dict)
                           if saved.get(k) != config_dict.get(k))

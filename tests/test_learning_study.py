@@ -226,3 +226,14 @@ def test_quick_study_end_to_end_and_resume(tmp_path, capsys):
         learning_study.main(["--quick", "--work-dir", str(work), "--out-dir", str(out),
                              "--hparams", json.dumps({"tasks": E2E_TASKS, "electra_steps": 40,
                                                       "checkpoint_steps": [20, 40]})])
+
+
+def test_work_dir_made_before_a_setting_existed_still_resumes(tmp_path):
+    from experiments import study_units  # pylint: disable=import-outside-toplevel
+    path = tmp_path / "study_config.json"
+    current = {"electra_steps": 20, "corpus_vocab_size": None, "pretrain_dropout": 0.1}
+    path.write_text(json.dumps({"electra_steps": 20}))  # written before the two settings
+    study_units.check_work_dir_config(current, str(path), study_config.ADDED_SETTINGS)
+    changed = {**current, "pretrain_dropout": 0.0}
+    with pytest.raises(cli.UserError, match="pretrain_dropout: 0.1 there, 0.0 now"):
+        study_units.check_work_dir_config(changed, str(path), study_config.ADDED_SETTINGS)
