@@ -26,7 +26,7 @@ OWNED_FINETUNE_HPARAMS = frozenset((
     "results_pkl", "qa_results_dir", "test_predictions_dir", "write_test_outputs"))
 
 # Settings added after the first FULL work dirs were made, with the value those ran with.
-ADDED_SETTINGS = {"corpus_vocab_size": None, "pretrain_dropout": 0.1}
+ADDED_SETTINGS = {"corpus_vocab_size": None, "pretrain_dropout": 0.1, "temperature": 1.0}
 
 # The QUICK preset: a 2-layer, 32-wide model, 20 pre-training steps on one small corpus
 # file and 64-example task subsets, so the whole study runs in a couple of minutes.
@@ -71,6 +71,9 @@ class StudyConfig:
     # dropout while pre-training (hidden and attention; the original's 0.1); fine-tuning
     # always uses the model's 0.1
     pretrain_dropout: float = 0.1
+    # ELECTRA's generator sampling temperature (the original's `temperature`, 1.0);
+    # above 1, early fakes are rarer than the tokens they replace, so detectable
+    temperature: float = 1.0
 
     # pre-training (both objectives: same data, batch, peak LR, warmup and seed)
     electra_steps: int = 4000  # ELECTRA pre-training steps
@@ -131,6 +134,7 @@ class StudyConfig:
         steps = self.objective_checkpoint_steps(objective)
         return {**self.pretrain_model_hparams(objective),
                 "num_train_steps": self.steps(objective), "learning_rate": self.learning_rate,
+                "temperature": self.temperature,
                 "num_warmup_steps": self.num_warmup_steps,
                 "eval_batch_size": self.eval_batch_size, "num_eval_steps": self.num_eval_steps,
                 "save_checkpoints_steps": save_interval(steps),
@@ -201,6 +205,8 @@ def _validate(c):
         raise config_utils.ConfigError(
             f"vocab_size {c.vocab_size} is smaller than corpus_vocab_size "
             f"{c.corpus_vocab_size}: leave vocab_size out to use the corpus vocab's size.")
+    if c.temperature <= 0:
+        raise config_utils.ConfigError(f"temperature must be > 0, got {c.temperature}.")
     if not 0.0 <= c.pretrain_dropout < 1.0:
         raise config_utils.ConfigError(
             f"pretrain_dropout must be in [0, 1), got {c.pretrain_dropout}.")

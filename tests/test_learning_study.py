@@ -72,6 +72,7 @@ def test_quick_config_and_equal_flops_schedule():
     ({"corpus_vocab_size": 50}, "corpus_vocab_size must be at least 100"),
     ({"corpus_vocab_size": 8000, "vocab_size": 4000}, "vocab_size 4000 is smaller"),
     ({"pretrain_dropout": 1.0}, r"pretrain_dropout must be in \[0, 1\)"),
+    ({"temperature": 0.0}, "temperature must be > 0"),
 ])
 def test_config_errors(hparams, message):
     with pytest.raises(ConfigError, match=message):
@@ -82,11 +83,11 @@ def test_vocab_size_and_pretraining_dropout_are_derived_and_applied():
     shared = study_config.make_study_config(True, {"corpus_vocab_size": None})
     assert shared.vocab_size == study_config.SHARED_VOCAB_SIZE == 30522
     own = study_config.make_study_config(True, {"corpus_vocab_size": 3000,
-                                                "pretrain_dropout": 0.0})
+                                                "pretrain_dropout": 0.0, "temperature": 2.0})
     assert own.vocab_size == 3000
     for objective in ("electra", "mlm"):
         hparams = own.pretrain_hparams(objective)
-        assert hparams["vocab_size"] == 3000
+        assert hparams["vocab_size"] == 3000 and hparams["temperature"] == 2.0
         overrides = hparams["model_hparam_overrides"]
         assert overrides["hidden_dropout_prob"] == overrides["attention_probs_dropout_prob"] == 0
     # Fine-tuning keeps the model's own dropout: the study only changes pre-training.
@@ -231,7 +232,7 @@ def test_quick_study_end_to_end_and_resume(tmp_path, capsys):
 def test_work_dir_made_before_a_setting_existed_still_resumes(tmp_path):
     from experiments import study_units  # pylint: disable=import-outside-toplevel
     path = tmp_path / "study_config.json"
-    current = {"electra_steps": 20, "corpus_vocab_size": None, "pretrain_dropout": 0.1}
+    current = {"electra_steps": 20, **study_config.ADDED_SETTINGS}
     path.write_text(json.dumps({"electra_steps": 20}))  # written before the two settings
     study_units.check_work_dir_config(current, str(path), study_config.ADDED_SETTINGS)
     changed = {**current, "pretrain_dropout": 0.0}
