@@ -1,6 +1,6 @@
-"""Tests for the built-in stdlib-docstring corpus and acceptability task."""
+"""Tests for the built-in stdlib-docstring corpus and topic task."""
 
-import random
+import pytest
 
 from util import demo_corpus
 
@@ -23,23 +23,37 @@ def test_paragraph_joining():
             "First line continues here.", "Second paragraph."]
 
 
-def test_shuffle_keeps_words_and_changes_order():
-    rng = random.Random(0)
-    sentence = "Return the number of items in the queue."
-    shuffled = demo_corpus.shuffle_words(sentence, rng)
-    assert shuffled != sentence and sorted(shuffled.split()) == sorted(sentence.split())
-    assert demo_corpus.shuffle_words("same same same", rng) is None
+def test_module_names_are_top_level_packages():
+    names = {top for top, _ in demo_corpus.module_docstrings()}
+    assert {"email", "tkinter", "socket", "json"} <= names
+    assert not any("/" in n or n.endswith(".py") for n in names)
 
 
-def test_acceptability_task_format(tmp_path):
-    corpus, _ = demo_corpus.write_corpus(str(tmp_path))
-    n_train, n_dev = demo_corpus.write_acceptability_task(
-            corpus, str(tmp_path / "cola"), n_train=300, n_dev=100)
-    assert n_train > 280 and n_dev > 90
-    train = (tmp_path / "cola" / "train.tsv").read_text().splitlines()
-    dev = (tmp_path / "cola" / "dev.tsv").read_text().splitlines()
-    rows = [line.split("\t") for line in train + dev]
-    assert all(len(r) == 4 and r[1] in ("0", "1") for r in rows)
-    labels = [r[1] for r in rows]
-    assert 0.35 < labels.count("1") / len(labels) < 0.65
-    assert not {r[3] for r in rows[:len(train)]} & {r[3] for r in rows[len(train):]}
+def test_topic_task_format_balance_and_disjoint_splits(tmp_path):
+    n_train, n_dev = demo_corpus.write_topic_task(str(tmp_path), n_train=200, n_dev=400)
+    assert (n_train, n_dev) == (200, 400)
+    splits = {}
+    for split in ("train", "dev"):
+        lines = (tmp_path / f"{split}.tsv").read_text().splitlines()
+        assert lines[0] == "sentence\tlabel"  # SST-2 format, read by the sst task
+        rows = [line.split("\t") for line in lines[1:]]
+        assert all(len(r) == 2 and r[1] in ("0", "1") for r in rows)
+        assert [r[1] for r in rows].count("1") == len(rows) // 2
+        splits[split] = {r[0] for r in rows}
+    assert len(splits["train"]) == 200 and not splits["train"] & splits["dev"]
+    groups = demo_corpus.topic_sentences()
+    by_sentence = {s: label for label, sents in groups.items() for s in sents}
+    rows = [line.split("\t") for line in (tmp_path / "dev.tsv").read_text().splitlines()[1:]]
+    assert all(by_sentence[text] == int(label) for text, label in rows)
+    # Labels follow the module: an internet sentence names internet things.
+    internet = " ".join(groups[1]).lower()
+    assert internet.count("header") > 20 and " widget" not in internet
+    again = tmp_path / "again"
+    demo_corpus.write_topic_task(str(again), n_train=200, n_dev=400)
+    assert (again / "dev.tsv").read_text() == (tmp_path / "dev.tsv").read_text()
+
+
+def test_topic_task_too_large_is_a_clear_error(tmp_path):
+    with pytest.raises(ValueError, match="too few topic sentences"):
+        demo_corpus.write_topic_task(str(tmp_path), n_train=2000, n_dev=2000)
+    assert not list(tmp_path.iterdir())

@@ -31,6 +31,7 @@ def test_comparison_reports_medians_and_signed_difference():
     assert lines[2] == "  ELECTRA pre-trained (600 steps):   60.0   (trials: 50.0, 70.0, 60.0)"
     assert lines[3] == "  random initialisation:             25.0   (trials: 30.0, 20.0, 25.0)"
     assert "difference: +35.0 (pre-training paid off)" in text
-    worse = demo_report.comparison([10.0], [12.5], 600)
-    assert "dev MCC x 100, 1 fine-tuning seed:" in worse
+    assert "Topic task, dev accuracy (%), the median of 3" in lines[1]
+    worse = demo_report.comparison([10.0], [12.5], 600, "Some task, dev MCC x 100")
+    assert lines[0] == "" and "Some task, dev MCC x 100, 1 fine-tuning seed:" in worse
     assert "difference: -2.5 (pre-training did not pay off in this run)" in worse

@@ -6,10 +6,15 @@ prose (with some code). Each docstring is one document; each paragraph is one
 line, the layout build_pretraining_dataset.py expects (blank lines separate
 documents).
 
-The same sentences give a small built-in fine-tuning task in the CoLA format:
-"is this sentence as written, or were its words shuffled?" (label 1 / 0), scored
-with MCC like CoLA. (Detecting a single swapped word pair was too hard for a model
-pre-trained for a few minutes; a shuffled sentence is not.)
+The same docstrings give a small built-in fine-tuning task in the SST-2 format
+(binary, scored by accuracy): does a sentence document the internet part of the
+library (sockets, HTTP, URLs, e-mail, ...; label 1) or its user-interface part
+(tkinter, turtle, curses; label 0)? With a few hundred labelled sentences, a model
+must know which words go together to label sentences whose words it never saw
+labelled: what unlabelled pre-training can teach. (A word-order task, "were this
+sentence's words shuffled?", rewarded random initialisation instead: it hinges on
+punctuation and function words, whose embeddings short pre-training makes alike;
+docs/STATUS.md, issue 7.)
 """
 
 import ast
@@ -23,12 +28,19 @@ from util import io_utils
 # Packages whose docstrings are mostly test scaffolding or non-prose.
 _SKIP_DIRS = {"site-packages", "test", "tests", "idlelib", "lib2to3", "__pycache__",
                             "turtledemo", "ensurepip", "pydoc_data"}
+# The topic task's two classes, by top-level standard-library module.
+INTERNET_MODULES = frozenset({
+    "email", "http", "urllib", "mailbox", "imaplib", "smtplib", "nntplib", "xmlrpc",
+    "wsgiref", "ftplib", "ssl", "socket", "socketserver", "telnetlib", "poplib", "cgi",
+    "webbrowser", "mimetypes", "smtpd", "ipaddress"})
+INTERFACE_MODULES = frozenset({"tkinter", "turtle", "curses", "colorsys"})
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z])")
 _WORDY = re.compile(r"^[A-Za-z][A-Za-z ,;:'()-]*[.!?]$")
 
 
-def stdlib_docstrings(stdlib_dir=None):
-    """Yields the docstrings of the standard library's modules, classes, functions.
+def module_docstrings(stdlib_dir=None):
+    """Yields (top-level module name, docstring) for the standard library's modules,
+    classes and functions ("email" for email/message.py, "socket" for socket.py).
 
     Files are visited in sorted order and parsed (never imported), so the output
     is deterministic for a given Python version.
@@ -39,17 +51,25 @@ def stdlib_docstrings(stdlib_dir=None):
         for name in sorted(filenames):
             if not name.endswith(".py"):
                 continue
+            path = os.path.join(dirpath, name)
+            top = os.path.relpath(path, root).split(os.sep)[0].removesuffix(".py")
             try:
-                with open(os.path.join(dirpath, name), encoding="utf-8") as f:
+                with open(path, encoding="utf-8") as f:
                     tree = ast.parse(f.read())
             except (SyntaxError, UnicodeDecodeError, ValueError):
                 continue  # a few stdlib files are deliberately invalid or not UTF-8
             for node in ast.walk(tree):
                 if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef,
-                                                          ast.AsyncFunctionDef)):
+                                     ast.AsyncFunctionDef)):
                     doc = ast.get_docstring(node)
                     if doc and len(doc) > 40:
-                        yield doc
+                        yield top, doc
+
+
+def stdlib_docstrings(stdlib_dir=None):
+    """Yields the docstrings of the standard library (see module_docstrings)."""
+    for _, doc in module_docstrings(stdlib_dir):
+        yield doc
 
 
 def docstring_paragraphs(doc):
@@ -77,54 +97,58 @@ def write_corpus(corpus_dir, stdlib_dir=None, num_files=4):
     return paths, len(docs)
 
 
-def prose_sentences(corpus_paths, min_words=6, max_words=25):
-    """Distinct, mostly-prose sentences of the corpus files, in corpus order."""
-    seen, sentences = set(), []
-    for path in corpus_paths:
-        with open(path, encoding="utf-8") as f:
-            for line in f:
-                for sentence in _SENTENCE_END.split(line.strip()):
-                    n_words = len(sentence.split())
-                    if (min_words <= n_words <= max_words and _WORDY.match(sentence)
-                            and sentence not in seen):
-                        seen.add(sentence)
-                        sentences.append(sentence)
+def prose_sentences(paragraphs, seen, min_words=6, max_words=25):
+    """Mostly-prose sentences of the paragraphs not in `seen` (which they are added
+    to), in order."""
+    sentences = []
+    for paragraph in paragraphs:
+        for sentence in _SENTENCE_END.split(paragraph.strip()):
+            n_words = len(sentence.split())
+            if (min_words <= n_words <= max_words and _WORDY.match(sentence)
+                    and sentence not in seen):
+                seen.add(sentence)
+                sentences.append(sentence)
     return sentences
 
 
-def shuffle_words(sentence, rng):
-    """The sentence with its words in a new random order (None if none differs)."""
-    words = sentence.split()
-    for _ in range(10):
-        shuffled = rng.sample(words, len(words))
-        if shuffled != words:
-            return " ".join(shuffled)
-    return None
+def topic_sentences(stdlib_dir=None):
+    """{label: distinct prose sentences}: 1 internet modules, 0 user-interface modules."""
+    groups, seen = {1: [], 0: []}, set()
+    for top, doc in module_docstrings(stdlib_dir):
+        label = 1 if top in INTERNET_MODULES else 0 if top in INTERFACE_MODULES else None
+        if label is not None:
+            groups[label] += prose_sentences(docstring_paragraphs(doc), seen)
+    return groups
 
 
-def write_acceptability_task(corpus_paths, task_dir, n_train=2000, n_dev=400, seed=0):
-    """Writes CoLA-format train.tsv / dev.tsv (no header: source, label, mark, text).
+def write_topic_task(task_dir, stdlib_dir=None, n_train=200, n_dev=400, seed=0):
+    """Writes SST-2-format train.tsv / dev.tsv (header, then sentence TAB label).
 
-    Half the sentences are left as written (label 1), half get their words shuffled
-    (label 0). Train and dev use disjoint sentences.
+    Each split has as many sentences of each label (n // 2), drawn without
+    replacement, so train and dev sentences are disjoint.
     Returns:
         (n_train_rows, n_dev_rows).
+    Raises:
+        ValueError if the standard library has too few sentences for the sizes asked.
     """
     rng = random.Random(seed)
-    sentences = prose_sentences(corpus_paths)
-    rng.shuffle(sentences)
-    counts = []
-    offset = 0
-    for split, n in (("train", n_train), ("dev", n_dev)):
-        rows = []
-        for sentence in sentences[offset:offset + n]:
-            if rng.random() < 0.5:
-                rows.append(f"stdlib\t1\t\t{sentence}")
-            else:
-                corrupted = shuffle_words(sentence, rng)
-                if corrupted:
-                    rows.append(f"stdlib\t0\t*\t{corrupted}")
+    groups = topic_sentences(stdlib_dir)
+    per_label = {"train": n_train // 2, "dev": n_dev // 2}
+    short = {label: len(s) for label, s in groups.items()
+             if len(s) < sum(per_label.values())}
+    if short:
+        raise ValueError(f"the standard library has too few topic sentences {short} for "
+                         f"{n_train} train + {n_dev} dev rows; ask for fewer.")
+    for sentences in groups.values():
+        rng.shuffle(sentences)
+    counts, offset = [], 0
+    for split in ("train", "dev"):
+        n = per_label[split]
+        rows = [(sentence, label) for label, sentences in groups.items()
+                for sentence in sentences[offset:offset + n]]
+        rng.shuffle(rows)
         offset += n
-        io_utils.write_text("\n".join(rows) + "\n", os.path.join(task_dir, split + ".tsv"))
+        lines = ["sentence\tlabel"] + [f"{sentence}\t{label}" for sentence, label in rows]
+        io_utils.write_text("\n".join(lines) + "\n", os.path.join(task_dir, split + ".tsv"))
         counts.append(len(rows))
     return tuple(counts)

@@ -17,8 +17,10 @@ def task_scores(results_dir, task, metric):
     return scores
 
 
-def comparison(pretrained, random_init, pretrain_steps):
-    """The demo's last lines: median dev MCC of each initialisation and their difference."""
+def comparison(pretrained, random_init, pretrain_steps,
+               measure="Topic task, dev accuracy (%)"):
+    """The demo's last lines: the median dev score of each initialisation (`measure`
+    names the task and metric) and their difference."""
     def fmt(scores):
         trials = ", ".join(f"{s:.1f}" for s in scores)
         return f"{statistics.median(scores):6.1f}   (trials: {trials})"
@@ -32,7 +34,7 @@ def comparison(pretrained, random_init, pretrain_steps):
         f"the median of {len(pretrained)} fine-tuning seeds"
     return "\n".join([
         "",
-        f"Did pre-training pay off? Word-order task, dev MCC x 100, {seeds}:",
+        f"Did pre-training pay off? {measure}, {seeds}:",
         f"  {labels[0].ljust(width)} {fmt(pretrained)}",
         f"  {labels[1].ljust(width)} {fmt(random_init)}",
         f"  difference: {gain:+.1f} ({verdict})"])
