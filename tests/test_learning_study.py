@@ -238,3 +238,13 @@ def test_work_dir_made_before_a_setting_existed_still_resumes(tmp_path):
     changed = {**current, "pretrain_dropout": 0.0}
     with pytest.raises(cli.UserError, match="pretrain_dropout: 0.1 there, 0.0 now"):
         study_units.check_work_dir_config(changed, str(path), study_config.ADDED_SETTINGS)
+
+
+def test_temperature2_preset_loads_and_sets_the_recipe():
+    preset = os.path.join(os.path.dirname(__file__), "..", "experiments", "presets",
+                          "temperature2.json")
+    study = study_config.make_study_config(False, preset)
+    assert (study.temperature, study.corpus_vocab_size, study.vocab_size) == (2.0, 8192, 8192)
+    assert study.pretrain_hparams("electra")["model_hparam_overrides"][
+        "hidden_dropout_prob"] == 0.0
+    assert study.mlm_steps > study.electra_steps  # equal FLOPs: an MLM step is cheaper
