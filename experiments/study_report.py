@@ -106,6 +106,12 @@ def pretrain_table(results):
     return lines
 
 
+def vocab_words(c):
+    if c.corpus_vocab_size is None:
+        return f"the shared {c.vocab_size}-token vocab"
+    return f"a {c.corpus_vocab_size}-token vocab learnt from the corpus"
+
+
 def markdown(results, study):
     """The whole results.md text."""
     c = study
@@ -115,7 +121,9 @@ def markdown(results, study):
         f"Discriminator: {c.num_hidden_layers} layers x hidden {c.hidden_size} "
         f"(generator {c.generator_hidden_size:g} x as wide); ELECTRA {c.electra_steps} steps, "
         f"MLM {c.mlm_steps} steps (equal total FLOPs), batch {c.train_batch_size} x "
-        f"{c.max_seq_length}. Scores are dev-set medians over seeds ({c.final_seeds} for "
+        f"{c.max_seq_length}; {vocab_words(c)}; peak LR {c.learning_rate:g} with "
+        f"{c.num_warmup_steps} warmup steps, pre-training dropout {c.pretrain_dropout:g}, "
+        f"generator sampling temperature {c.temperature:g}. Scores are dev-set medians over seeds ({c.final_seeds} for "
         f"random init and the final checkpoints, {c.curve_seeds} for the others); "
         "\"-\" = not run yet. FLOPs are analytic training FLOPs "
         "(experiments/study_flops.py); seconds are prorated from the run's wall-clock.", "",

@@ -182,6 +182,8 @@ def _check_report(out, study):
     assert set(results["pretrain_eval"]["electra"]) == {"10", "20"}
     assert "disc_auc" in results["pretrain_eval"]["electra"]["20"]
     table = (out / "results.md").read_text()
+    assert ("the shared 30522-token vocab; peak LR 0.001 with 5 warmup steps, pre-training "
+            "dropout 0.1, generator sampling temperature 1.") in table
     header = ("| init | pre-training steps | pre-training TFLOP | pre-training s | cola MCC | "
               "sts Spearman | chunk F1 | average |")
     assert header in table
