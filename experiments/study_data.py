@@ -39,7 +39,8 @@ def task_sources(task, shared_dir):
 
 def check_shared_data(study, shared_dir):
     """Raises one UserError naming every missing input and the fix."""
-    needed = [] if study.corpus_vocab_size else [os.path.join(shared_dir, "vocab", "vocab.txt")]
+    needed = ([] if study.corpus_vocab_size is not None
+              else [os.path.join(shared_dir, "vocab", "vocab.txt")])
     needed += [p for task in study.tasks for p in task_sources(task, shared_dir).values()]
     inputs = corpus_inputs(study, shared_dir)
     missing = [p for p in needed + inputs if not os.path.isfile(p)]

@@ -107,6 +107,7 @@ def pretrain_table(results):
 
 
 def vocab_words(c):
+    """The report's words for the study's vocab."""
     if c.corpus_vocab_size is None:
         return f"the shared {c.vocab_size}-token vocab"
     return f"a {c.corpus_vocab_size}-token vocab learnt from the corpus"
@@ -123,8 +124,9 @@ def markdown(results, study):
         f"MLM {c.mlm_steps} steps (equal total FLOPs), batch {c.train_batch_size} x "
         f"{c.max_seq_length}; {vocab_words(c)}; peak LR {c.learning_rate:g} with "
         f"{c.num_warmup_steps} warmup steps, pre-training dropout {c.pretrain_dropout:g}, "
-        f"generator sampling temperature {c.temperature:g}. Scores are dev-set medians over seeds ({c.final_seeds} for "
-        f"random init and the final checkpoints, {c.curve_seeds} for the others); "
+        f"generator sampling temperature {c.temperature:g}. Scores are dev-set medians "
+        f"over seeds ({c.final_seeds} for random init and the final checkpoints, "
+        f"{c.curve_seeds} for the others); "
         "\"-\" = not run yet. FLOPs are analytic training FLOPs "
         "(experiments/study_flops.py); seconds are prorated from the run's wall-clock.", "",
         "## Downstream", ""] + downstream_table(results, study.tasks) + [
