@@ -45,9 +45,6 @@ repr_cosine [B] float32: mean_pairwise_cosine of the `electra` network's top lay
   call asks for it (eval), else zeros, so a train step pays nothing for it.
 """
 
-_ACTIVATIONS = {"gelu": modeling.gelu, "relu": tf.nn.relu, "tanh": tf.tanh, "linear": None}
-
-
 def _check_config(config):
     """One error per invalid combination the original would crash on."""
     if config.electric_objective and not config.two_tower_generator:
@@ -99,14 +96,14 @@ class TokenLogitsHead(tf.Module):
         self.embeddings = embeddings  # output matrix tied to the input word embeddings
         self.dense = modeling.Dense(f"{name}/dense", in_dim, width,
                                     stddev=config.initializer_range,
-                                    activation=_ACTIVATIONS[config.hidden_act])
+                                    activation=modeling.ACTIVATIONS[config.hidden_act])
         self.layer_norm = modeling.LayerNorm(f"{name}/LayerNorm", width)
         self.output_bias = tf.Variable(tf.zeros([config.vocab_size]),
                                        name=f"{name}/output_bias")
 
-    def __call__(self, reprs, compute_dtype=tf.float32):
+    def __call__(self, reprs, compute_dtype=tf.float32, training=False):
         """reprs: [B, N, in_dim] -> logits [B, N, V] float32 (the big matmul stays in fp32)."""
-        hidden = self.layer_norm(self.dense(reprs, compute_dtype), tf.float32)
+        hidden = self.layer_norm(self.dense(reprs, compute_dtype, training), tf.float32)
         logits = tf.einsum("bne,ve->bnv", hidden, self.embeddings.word_embeddings)
         return logits + self.output_bias
 
@@ -119,13 +116,13 @@ class DiscriminatorHead(tf.Module):
         h = config.hidden_size
         self.dense = modeling.Dense("discriminator_predictions/dense", h, h,
                                     stddev=config.initializer_range,
-                                    activation=_ACTIVATIONS[config.hidden_act])
+                                    activation=modeling.ACTIVATIONS[config.hidden_act])
         self.dense_1 = modeling.Dense("discriminator_predictions/dense_1", h, 1,
                                       initializer="glorot")
 
-    def __call__(self, sequence_output, compute_dtype=tf.float32):
+    def __call__(self, sequence_output, compute_dtype=tf.float32, training=False):
         """[B, S, H] -> [B, S] float32 logits."""
-        hidden = self.dense(sequence_output, compute_dtype)
+        hidden = self.dense(sequence_output, compute_dtype, training)
         return tf.squeeze(self.dense_1(tf.cast(hidden, tf.float32)), -1)
 
 
@@ -299,7 +296,7 @@ class PretrainingModel(tf.Module):
         ltr = self.ltr(*args, causal="ltr", compute_dtype=compute_dtype).sequence_output
         rtl = self.rtl(*args, causal="rtl", compute_dtype=compute_dtype).sequence_output
         reprs = tf.concat([roll(ltr, 1), roll(rtl, -1)], -1)  # [B, S, 2G]
-        return self.generator_head(reprs, compute_dtype)
+        return self.generator_head(reprs, compute_dtype, training)
 
     def _generator_logits(self, masked, unmasked, training, compute_dtype):
         """-> (logits at the masked slots [B, N, V] float32, cloze loss or None,
@@ -320,7 +317,7 @@ class PretrainingModel(tf.Module):
                                 training, compute_dtype=compute_dtype).sequence_output
         # Only the N masked positions go through the V-wide output layer.
         relevant = pretrain_helpers.gather_positions(hidden, masked.masked_lm_positions)
-        return self.generator_head(relevant, compute_dtype), None, None, hidden
+        return self.generator_head(relevant, compute_dtype, training), None, None, hidden
 
     def _fake_data(self, masked, unmasked, gen_logits, seed):
         """Samples replacements -> (sampled ids [B, N], fake input ids [B, S], labels [B, S])."""
@@ -345,7 +342,7 @@ class PretrainingModel(tf.Module):
         """Per-token replaced-token detection; loss = mean over input_mask."""
         hidden = self.discriminator(fake.input_ids, fake.input_mask, fake.segment_ids,
                                     training, compute_dtype=compute_dtype).sequence_output
-        logits = self.discriminator_head(hidden, compute_dtype)  # [B, S]
+        logits = self.discriminator_head(hidden, compute_dtype, training)  # [B, S]
         if self.config.electric_objective:
             # Energy-based: add the (fixed) cloze log-likelihood of the token actually
             # present and the prior log-odds of a position being resampled.

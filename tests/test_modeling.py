@@ -268,6 +268,24 @@ def test_gelu_is_erf_form():
     assert np.abs(out - tanh_form).max() > 1e-4  # distinguishable from the approximation
 
 
+@pytest.mark.parametrize("dtype,rtol", [(tf.float64, 1e-6), (tf.float32, 2e-6)])
+def test_gelu_training_form_value_and_gradient(dtype, rtol):
+    """The XLA-fused training form: same values, and the exact derivative Phi + x phi."""
+    x = np.linspace(-6, 6, 241)
+    ref = 0.5 * x * (1 + scipy.special.erf(x / math.sqrt(2)))
+    slope = 0.5 * (1 + scipy.special.erf(x / math.sqrt(2))) + x * np.exp(-x * x / 2) / math.sqrt(
+        2 * math.pi)
+    upstream = np.cos(x)
+    xt = tf.constant(x, dtype)
+    with tf.GradientTape() as tape:
+        tape.watch(xt)
+        out = modeling.gelu(xt, training=True)
+        total = tf.reduce_sum(out * tf.constant(upstream, dtype))
+    np.testing.assert_allclose(out.numpy(), ref, rtol=rtol, atol=1e-6)
+    np.testing.assert_allclose(tape.gradient(total, xt).numpy(), upstream * slope,
+                               rtol=rtol, atol=1e-6)
+
+
 # ---------------------------------------------------------------- masks and dropout
 
 
