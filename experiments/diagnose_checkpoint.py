@@ -29,7 +29,9 @@ if REPO not in sys.path:
     sys.path.insert(0, REPO)
 
 # pylint: disable=wrong-import-position
-# util.cli first: it quiets TensorFlow's C++ start-up logging before TF is imported.
+# util.cpu_setup and util.cli first: TensorFlow's CPU settings and quiet C++ start-up
+# logging must be in place before TF is imported.
+import util.cpu_setup  # noqa: E402,F401  pylint: disable=unused-import
 from util import cli, config_utils, io_utils
 import numpy as np
 

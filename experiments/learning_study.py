@@ -25,7 +25,10 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO not in sys.path:
     sys.path.insert(0, REPO)
 
-from util import cli  # pylint: disable=wrong-import-position
+# pylint: disable=wrong-import-position,unused-import
+import util.cpu_setup  # noqa: E402,F401  TensorFlow's CPU settings before it loads
+from util import cli  # noqa: E402
+# pylint: enable=wrong-import-position,unused-import
 
 STAGES = ("data", "pretrain_electra", "pretrain_mlm", "flops", "pretrain_eval", "finetune",
           "report")

@@ -4,6 +4,7 @@ the settings when it loads)."""
 
 import json
 import os
+import platform
 import subprocess
 import sys
 from pathlib import Path
@@ -182,3 +183,35 @@ def test_onednn_results_match_eigen_and_numpy(probes):
     assert sorted(on.files) == sorted(off.files) and len(on.files) > 20
     for key in on.files:
         np.testing.assert_allclose(on[key], off[key], rtol=1e-4, atol=1e-5, err_msg=key)
+
+
+# Entry points that run TensorFlow in their own process: each must apply the backend
+# settings before anything can import TensorFlow (TF reads them once, at load).
+TF_ENTRY_POINTS = ("run_pretraining.py", "run_finetuning.py", "predict.py", "score_tokens.py",
+                   "experiments/learning_study.py", "experiments/diagnose_checkpoint.py")
+
+
+@pytest.mark.parametrize("script", TF_ENTRY_POINTS)
+def test_entry_points_import_cpu_setup_before_anything_from_the_project(script):
+    import ast  # pylint: disable=import-outside-toplevel
+    tree = ast.parse((REPO / script).read_text())
+    imports = []
+    for node in tree.body:
+        if isinstance(node, ast.Import):
+            imports += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            imports.append(node.module)
+    project = [name for name in imports if name.split(".")[0] not in sys.stdlib_module_names]
+    assert project and project[0] == "util.cpu_setup", (script, project[:3])
+
+
+def test_learning_study_process_runs_with_the_automatic_settings():
+    env = {k: v for k, v in os.environ.items() if k != backend.ONEDNN_VAR}
+    code = ("import runpy, os, sys; sys.argv = ['x', '--help']\n"
+            "try:\n    runpy.run_path('experiments/learning_study.py', run_name='__main__')\n"
+            "except SystemExit:\n    pass\n"
+            "print(os.environ.get('TF_ENABLE_ONEDNN_OPTS'))")
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env,
+                            capture_output=True, text=True, timeout=120, check=True)
+    expected = "1" if platform.machine().lower() in ("x86_64", "amd64") else "None"
+    assert result.stdout.strip().splitlines()[-1] == expected
