@@ -3,7 +3,7 @@
 Usage:
   python3 experiments/learning_study.py [--quick] [--work-dir DIR] [--out-dir DIR]
       [--shared-data DIR] [--stages data,pretrain,flops,pretrain_eval,finetune,report]
-      [--hparams JSON]
+      [--hparams JSON] [--restore-from-report RESULTS_JSON]
 
 Stages, in order (each finished unit records a JSON under <work-dir>/units/, so
 re-running the same command resumes where a killed study stopped):
@@ -14,6 +14,9 @@ re-running the same command resumes where a killed study stopped):
   pretrain_eval   pre-training metrics of every saved checkpoint
   finetune        random init / each checkpoint x each task x seeds, scored on dev
   report          results.json, results.md and PNG plots (also after every stage)
+
+--restore-from-report docs/.../results.json first writes back the unit records a committed
+report holds (the work dir is not committed), so a new machine runs only what it lacks.
 """
 
 import argparse
@@ -51,6 +54,9 @@ def parse_args(argv=None):
                         f"({', '.join(STAGES)}; 'pretrain' = both pre-training stages)")
     parser.add_argument("--hparams", default="{}",
                         help="JSON dict (or .json path) of StudyConfig overrides")
+    parser.add_argument("--restore-from-report", metavar="RESULTS_JSON",
+                        help="first restore the finished units recorded in this report "
+                        "(a results.json made with the same config) into the work dir")
     return parser.parse_args(argv)
 
 
@@ -138,6 +144,10 @@ def main(argv=None):
     log(f"work dir {dirs.work_dir}\nshared data {dirs.shared_dir}\nreport {dirs.out_dir}")
     study_units.check_work_dir_config(config_utils.config_to_dict(study), dirs.config_path,
                                       study_config.ADDED_SETTINGS)
+    if args.restore_from_report:
+        from experiments import study_restore  # pylint: disable=import-outside-toplevel
+        study_restore.restore_from_report(study, dirs, os.path.abspath(args.restore_from_report),
+                                          study_config.ADDED_SETTINGS)
     run_study(study, dirs, stages)
 
 

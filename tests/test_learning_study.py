@@ -195,6 +195,36 @@ def _check_report(out, study):
         _check_png(out / name)
 
 
+def _check_restore(capsys, tmp_path, work, out):
+    """A new work dir restored from the report holds the same unit records and renders
+    the same table; an objective with a unit missing from the report is not restored."""
+    original = {p.relative_to(work): json.loads(p.read_text())
+                for p in (work / "units").rglob("*.json") if p.parent.name != "data"
+                and p.parent.name != "flops"}
+    new_work, new_out = tmp_path / "new_work", tmp_path / "new_report"
+    report = out / "results.json"
+    log = _run(capsys, new_work, new_out, "--stages", "report",
+               "--restore-from-report", str(report))
+    assert f"[restore] {len(original)} unit records restored" in log
+    restored = {p.relative_to(new_work): json.loads(p.read_text())
+                for p in (new_work / "units").rglob("*.json")}
+    assert restored == original
+    assert (new_out / "results.md").read_text() == (out / "results.md").read_text()
+
+    partial = json.loads(report.read_text())
+    del partial["finetune"]["mlm_10__sts"]
+    (tmp_path / "partial.json").write_text(json.dumps(partial))
+    partial_work = tmp_path / "partial_work"
+    _run(capsys, partial_work, tmp_path / "partial_report", "--stages", "report",
+         "--restore-from-report", str(tmp_path / "partial.json"))
+    assert (partial_work / "units" / "pretrain" / "electra.json").exists()
+    assert not (partial_work / "units" / "pretrain" / "mlm.json").exists()  # runs again
+    assert not (partial_work / "units" / "finetune" / "mlm_10__sts.json").exists()
+    with pytest.raises(cli.UserError, match="no file .*missing.json"):
+        _run(capsys, partial_work, new_out, "--restore-from-report",
+             str(tmp_path / "missing.json"))
+
+
 def test_quick_study_end_to_end_and_resume(tmp_path, capsys):
     require_shared_data()
     work, out = tmp_path / "work", tmp_path / "report"
@@ -224,6 +254,7 @@ def test_quick_study_end_to_end_and_resume(tmp_path, capsys):
            "(skipped), 1 to run" in log
     assert "[pretrain_eval] 4 units: 4 done (skipped), 0 to run" in log
     assert lost.exists() and all(_mtimes(work)[p] == t for p, t in finished.items())
+    _check_restore(capsys, tmp_path, work, out)
 
     with pytest.raises(cli.UserError, match="another config.*electra_steps: 20 there, 40 now"):
         learning_study.main(["--quick", "--work-dir", str(work), "--out-dir", str(out),
