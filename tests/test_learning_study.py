@@ -11,7 +11,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import pytest
 
 import configure_pretraining
-from experiments import learning_study, study_config, study_data, study_flops
+from experiments import (finetune_variant, learning_study, study_config, study_data,
+                         study_flops)
 from experiments.study_units import StudyDirs
 from finetune_fixtures import SHARED_DATA, require_shared_data
 from model import tokenization
@@ -225,6 +226,31 @@ def _check_restore(capsys, tmp_path, work, out):
              str(tmp_path / "missing.json"))
 
 
+def _check_variant(work):
+    """finetune_variant with the study's own settings reproduces the study's unit; other
+    settings are recorded under their own name; bad --init / --task are clear errors."""
+    base = ["--quick", "--work-dir", str(work), "--hparams", E2E_HPARAMS, "--shared-data",
+            str(SHARED_DATA), "--task", "cola", "--seeds", "1", "--init"]
+    unit = json.loads((work / "units" / "finetune" / "electra_20__cola.json").read_text())
+    same = finetune_variant.main([*base, "electra_20"])
+    assert same["scores"] == unit["scores"][:1] and same["metric"] == "mcc"
+    other = finetune_variant.main([*base, "random", "--learning-rate", "0.01",
+                                   "--layerwise-lr-decay", "1.0"])
+    assert (other["learning_rate"], other["layerwise_lr_decay"]) == (0.01, 1.0)
+    records = sorted(p.name for p in (work / "variants").glob("*.json"))
+    assert records == ["electra_20__cola__lr0.0003_decay0.8_epochs1_seeds1.json",
+                       "random__cola__lr0.01_decay1_epochs1_seeds1.json"], records
+    before = (work / "variants" / records[0]).stat().st_mtime_ns
+    assert finetune_variant.main([*base, "electra_20"]) == same  # recorded: not re-run
+    assert (work / "variants" / records[0]).stat().st_mtime_ns == before
+    with pytest.raises(cli.UserError, match="'electra_30' is not one of .*electra_20"):
+        finetune_variant.main([*base, "electra_30"])
+    with pytest.raises(cli.UserError, match="--task 'sst' is not one of"):
+        finetune_variant.main([*base[:-4], "sst", "--init", "random"])
+    with pytest.raises(cli.UserError, match="another config"):
+        finetune_variant.main([*base[1:], "random"])  # not the --quick study of this dir
+
+
 def test_quick_study_end_to_end_and_resume(tmp_path, capsys):
     require_shared_data()
     work, out = tmp_path / "work", tmp_path / "report"
@@ -255,6 +281,7 @@ def test_quick_study_end_to_end_and_resume(tmp_path, capsys):
     assert "[pretrain_eval] 4 units: 4 done (skipped), 0 to run" in log
     assert lost.exists() and all(_mtimes(work)[p] == t for p, t in finished.items())
     _check_restore(capsys, tmp_path, work, out)
+    _check_variant(work)
 
     with pytest.raises(cli.UserError, match="another config.*electra_steps: 20 there, 40 now"):
         learning_study.main(["--quick", "--work-dir", str(work), "--out-dir", str(out),
