@@ -16,7 +16,6 @@ Usage:
 import argparse
 import json
 import os
-import statistics
 import sys
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -68,7 +67,6 @@ def main(argv=None):
     args = parse_args(argv)
     # pylint: disable=import-outside-toplevel
     from experiments import study_config, study_finetune, study_units
-    from finetune import finetune_runner
     from util import config_utils, io_utils
     study = study_config.make_study_config(args.quick, args.hparams)
     if args.task not in study.tasks:
@@ -84,30 +82,21 @@ def main(argv=None):
     study_units.check_work_dir_config(config_utils.config_to_dict(study), dirs.config_path,
                                       study_config.ADDED_SETTINGS)
     init = resolve_init(study, dirs, args.init, args.seeds)
-    hparams = study_finetune.finetune_hparams(study, dirs, init, args.task)
-    for key, value in (("learning_rate", args.learning_rate), ("num_train_epochs", args.epochs),
-                       ("layerwise_lr_decay", args.layerwise_lr_decay)):
-        if value is not None:
-            hparams[key] = value
+    overrides = {key: value for key, value in (
+        ("learning_rate", args.learning_rate), ("num_train_epochs", args.epochs),
+        ("layerwise_lr_decay", args.layerwise_lr_decay)) if value is not None}
+    hparams = {**study_finetune.finetune_hparams(study, dirs, init, args.task), **overrides}
     name = (f"{init.name}__{args.task}__lr{hparams['learning_rate']:g}"
             f"_decay{hparams['layerwise_lr_decay']:g}_epochs{hparams['num_train_epochs']:g}"
             f"_seeds{args.seeds}")
     path = os.path.join(dirs.work_dir, "variants", name + ".json")
     if not os.path.exists(path):
-        hparams["pretrained_model_dir"] = dirs.finetune_run_dir("variants", name)
-        config = finetune_runner.make_run_config(dirs.work_dir, "variant_" + name, hparams)
-        results = finetune_runner.run_finetuning(config)
-        metric = study_config.PRIMARY_METRIC[args.task]
-        scores = [float(r[args.task][metric]) for r in results]
-        for trial in range(1, len(results) + 1):
-            finetune_runner.remove_model_dir(config.for_trial(trial).model_dir)
+        overrides["pretrained_model_dir"] = dirs.finetune_run_dir("variants", name)
+        record = study_finetune.run_finetune_unit(study, dirs, init, args.task, overrides,
+                                                  run_name="variant_" + name)
         io_utils.mkdir(os.path.dirname(path))
-        study_units.save_unit(path, {
-            "init": init.name, "task": args.task, "metric": metric,
-            "learning_rate": hparams["learning_rate"],
-            "layerwise_lr_decay": hparams["layerwise_lr_decay"],
-            "num_train_epochs": hparams["num_train_epochs"], "scores": scores,
-            "median": statistics.median(scores)})
+        study_units.save_unit(path, {**record, **{k: hparams[k] for k in (
+            "learning_rate", "layerwise_lr_decay", "num_train_epochs")}})
     record = study_units.load_unit(path)
     print(f"[variant] {name}: {record['metric']} median {record['median']:.2f} "
           f"(seeds: {', '.join(f'{s:.2f}' for s in record['scores'])})")

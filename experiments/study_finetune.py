@@ -76,10 +76,13 @@ def finetune_hparams(study, dirs, init, task):
     }
 
 
-def run_finetune_unit(study, dirs, init, task):
-    """Fine-tunes init on task for init.seeds seeds; returns the unit's record."""
-    hparams = finetune_hparams(study, dirs, init, task)
-    config = finetune_runner.make_run_config(dirs.work_dir, init.name, hparams)
+def run_finetune_unit(study, dirs, init, task, overrides=None, run_name=None):
+    """Fine-tunes init on task for init.seeds seeds; returns the unit's record.
+
+    overrides: FinetuningConfig hparams over the study's (experiments/finetune_variant.py);
+    run_name: the fine-tuning model name (default init.name)."""
+    hparams = {**finetune_hparams(study, dirs, init, task), **(overrides or {})}
+    config = finetune_runner.make_run_config(dirs.work_dir, run_name or init.name, hparams)
     start = time.monotonic()
     results = finetune_runner.run_finetuning(config)
     seconds = time.monotonic() - start
