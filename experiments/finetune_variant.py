@@ -6,6 +6,12 @@ saved checkpoint of the study's work dir) on one task with the given settings, f
 `--seeds` seeds (the study's seeds: study.seed, +1, ...), and records the scores in
 <work-dir>/variants/<name>.json; a variant already recorded is printed, not re-run.
 
+A variant with the study's own settings (learning rate, decay, epochs and the number
+of seeds the study plans for that init) is the study's unit itself (the same run, seed
+for seed), so it is also recorded as that unit when the study lacks it: the study then
+skips it and its report shows it. This lets one checkpoint's units run alone, e.g. the
+final checkpoint's when the intermediate ones are not wanted.
+
 Usage:
   python3 experiments/finetune_variant.py --hparams experiments/presets/temperature2.json \
       --work-dir study_work/temperature2 --init electra_4000 --task sst \
@@ -63,6 +69,26 @@ def resolve_init(study, dirs, name, seeds):
     return study_finetune.Init(name, objective, int(step), seeds)
 
 
+VARIANT_KEYS = ("learning_rate", "layerwise_lr_decay", "num_train_epochs")
+
+
+def adopt_as_study_unit(study, dirs, init, task, record):
+    """Saves `record` as the study's own unit of init x task if it ran with the study's
+    settings and the study has no record of that unit yet. Returns the unit's path or
+    None."""
+    # pylint: disable=import-outside-toplevel
+    from experiments import study_finetune, study_units
+    planned = {i.name: i for i in study_finetune.plan_inits(study)}[init.name]
+    own = study_finetune.finetune_hparams(study, dirs, planned, task)
+    if init.seeds != planned.seeds or any(record[k] != own[k] for k in VARIANT_KEYS):
+        return None
+    path = dirs.unit_path("finetune", f"{init.name}__{task}")
+    if os.path.exists(path):
+        return None
+    study_units.save_unit(path, {k: v for k, v in record.items() if k not in VARIANT_KEYS})
+    return path
+
+
 def main(argv=None):
     args = parse_args(argv)
     # pylint: disable=import-outside-toplevel
@@ -95,9 +121,11 @@ def main(argv=None):
         record = study_finetune.run_finetune_unit(study, dirs, init, args.task, overrides,
                                                   run_name="variant_" + name)
         io_utils.mkdir(os.path.dirname(path))
-        study_units.save_unit(path, {**record, **{k: hparams[k] for k in (
-            "learning_rate", "layerwise_lr_decay", "num_train_epochs")}})
+        study_units.save_unit(path, {**record, **{k: hparams[k] for k in VARIANT_KEYS}})
     record = study_units.load_unit(path)
+    adopted = adopt_as_study_unit(study, dirs, init, args.task, record)
+    if adopted:
+        print(f"[variant] the study's own settings: recorded as its unit {adopted}")
     print(f"[variant] {name}: {record['metric']} median {record['median']:.2f} "
           f"(seeds: {', '.join(f'{s:.2f}' for s in record['scores'])})")
     print(json.dumps(record))

@@ -231,18 +231,32 @@ def _check_variant(work):
     settings are recorded under their own name; bad --init / --task are clear errors."""
     base = ["--quick", "--work-dir", str(work), "--hparams", E2E_HPARAMS, "--shared-data",
             str(SHARED_DATA), "--task", "cola", "--seeds", "1", "--init"]
-    unit = json.loads((work / "units" / "finetune" / "electra_20__cola.json").read_text())
+    final = work / "units" / "finetune" / "electra_20__cola.json"
+    unit = json.loads(final.read_text())
+    final.unlink()
     same = finetune_variant.main([*base, "electra_20"])
     assert same["scores"] == unit["scores"][:1] and same["metric"] == "mcc"
-    other = finetune_variant.main([*base, "random", "--learning-rate", "0.01",
+    assert not final.exists()  # 1 of the final's 2 seeds: not the study's unit
+    final.write_text(json.dumps(unit))
+    # A curve point (1 seed) whose unit is lost: a variant with other settings does not
+    # replace it; one with the study's own settings is that unit, seed for seed.
+    lost = work / "units" / "finetune" / "electra_10__cola.json"
+    curve_unit = json.loads(lost.read_text())
+    lost.unlink()
+    other = finetune_variant.main([*base, "electra_10", "--learning-rate", "0.01",
                                    "--layerwise-lr-decay", "1.0"])
     assert (other["learning_rate"], other["layerwise_lr_decay"]) == (0.01, 1.0)
+    assert not lost.exists()
+    adopted = finetune_variant.main([*base, "electra_10"])
+    assert json.loads(lost.read_text())["scores"] == adopted["scores"] == curve_unit["scores"]
+    assert "learning_rate" not in json.loads(lost.read_text())
     records = sorted(p.name for p in (work / "variants").glob("*.json"))
-    assert records == ["electra_20__cola__lr0.0003_decay0.8_epochs1_seeds1.json",
-                       "random__cola__lr0.01_decay1_epochs1_seeds1.json"], records
-    before = (work / "variants" / records[0]).stat().st_mtime_ns
+    assert records == ["electra_10__cola__lr0.0003_decay0.8_epochs1_seeds1.json",
+                       "electra_10__cola__lr0.01_decay1_epochs1_seeds1.json",
+                       "electra_20__cola__lr0.0003_decay0.8_epochs1_seeds1.json"], records
+    before = (work / "variants" / records[2]).stat().st_mtime_ns
     assert finetune_variant.main([*base, "electra_20"]) == same  # recorded: not re-run
-    assert (work / "variants" / records[0]).stat().st_mtime_ns == before
+    assert (work / "variants" / records[2]).stat().st_mtime_ns == before
     with pytest.raises(cli.UserError, match="'electra_30' is not one of .*electra_20"):
         finetune_variant.main([*base, "electra_30"])
     with pytest.raises(cli.UserError, match="--task 'sst' is not one of"):
