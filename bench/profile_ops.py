@@ -33,6 +33,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [REPO, os.path.join(REPO, "bench")]
 
 import speed_worker  # pylint: disable=wrong-import-position  (imports no framework)
+from util import backend  # pylint: disable=wrong-import-position  (no TensorFlow import)
 
 # First match wins; TensorFlow op types and PyTorch aten names side by side.
 KINDS = (
@@ -166,7 +167,7 @@ def run_side(impl, args, info=None):
     """profile_side in a fresh process (each side its own backend settings and threads)."""
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     if args.threads_given:
-        env["TF_NUM_INTRAOP_THREADS"] = env["TF_NUM_INTEROP_THREADS"] = str(args.threads)
+        env[backend.INTRA_OP_VAR] = env[backend.INTER_OP_VAR] = str(args.threads)
     command = [sys.executable, os.path.abspath(__file__), "--side", impl,
                "--workload", args.workload, "--precision", args.precision,
                "--steps", str(args.steps), "--warmup", str(args.warmup),
@@ -227,7 +228,6 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     args.threads_given = args.threads is not None
     if args.threads is None:
-        from util import backend  # pylint: disable=import-outside-toplevel  (no TensorFlow)
         args.threads = backend.detect_machine().usable_cores
     return args
 
