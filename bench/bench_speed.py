@@ -46,7 +46,8 @@ class Worker:
         impl = "hf" if name == "hf" else "tf"
         env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
         if name == "tf-default":
-            for var in (backend.ONEDNN_VAR, backend.INTRA_OP_VAR, backend.INTER_OP_VAR):
+            for var in (backend.ONEDNN_VAR, backend.INTRA_OP_VAR, backend.INTER_OP_VAR,
+                        backend.WEIGHT_GRAD_VAR):
                 env.pop(var, None)
         elif args.threads_given:
             env[backend.INTRA_OP_VAR] = env[backend.INTER_OP_VAR] = str(args.threads)

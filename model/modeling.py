@@ -18,6 +18,8 @@ import re
 
 import tensorflow as tf
 
+from util import backend
+
 _MODEL_SIZES = {"small": (256, 12), "base": (768, 12), "large": (1024, 24)}
 # TF1 contrib layer_norm's epsilon, which the original encoder used everywhere.
 _LAYER_NORM_EPSILON = 1e-12
@@ -251,6 +253,47 @@ def _dropout(x, rate, training):
     return dropout(x, rate) if training and rate > 0 else x
 
 
+def weight_gradient(x, dy, kernel=None):
+    """x^T dy: a dense layer's weight gradient. x: [M, in], dy: [M, out] -> [in, out].
+
+    kernel "eigen" (float32 only) runs it as BatchMatMulV3, which oneDNN's graph rewrite
+    leaves to Eigen; "onednn" as a plain MatMul, which it rewrites to oneDNN's sgemm
+    (util/backend.py says where each is faster). Eigen is fastest with the wider side
+    as the output's columns, so it may compute (dy^T x)^T. None: the process's setting.
+    """
+    kernel = kernel or backend.weight_grad_matmul()
+    if kernel == "onednn" or x.dtype != tf.float32:
+        return tf.matmul(x, dy, transpose_a=True)
+    if x.shape[1] is not None and dy.shape[1] is not None and x.shape[1] > dy.shape[1]:
+        return tf.transpose(_batch_matmul_v3_t(dy, x))
+    return _batch_matmul_v3_t(x, dy)
+
+
+def _batch_matmul_v3_t(a, b):
+    """a^T b for 2-D a, b through one-batch BatchMatMulV3."""
+    return tf.raw_ops.BatchMatMulV3(x=a[None], y=b[None], Tout=a.dtype, adj_x=True)[0]
+
+
+@tf.custom_gradient
+def _dense_2d_training(x, kernel, bias):
+    def grad(dy):
+        return (tf.matmul(dy, kernel, transpose_b=True), weight_gradient(x, dy),
+                tf.raw_ops.BiasAddGrad(out_backprop=dy))
+    return tf.nn.bias_add(tf.matmul(x, kernel), bias), grad
+
+
+def dense_2d(x, kernel, bias, training=False):
+    """x [M, in] @ kernel [in, out] + bias [out] -> [M, out], all in one dtype.
+
+    When training, the gradient is TensorFlow's own but for the weight gradient, which
+    goes through `weight_gradient`. Otherwise plain ops: the custom gradient's IdentityN
+    after the bias would keep oneDNN from fusing an inference GELU into the matmul.
+    """
+    if training:
+        return _dense_2d_training(x, kernel, bias)
+    return tf.nn.bias_add(tf.matmul(x, kernel), bias)
+
+
 class Dense(tf.Module):
     """Fully connected layer with `<name>/kernel` [in, out] and `<name>/bias` [out]."""
 
@@ -264,14 +307,14 @@ class Dense(tf.Module):
 
     def __call__(self, x, compute_dtype=tf.float32, training=False):
         """x: [..., in] -> [..., out] in compute_dtype; training picks the activation's
-        training form (see gelu)."""
+        training form (see gelu) and the weight gradient's kernel (see dense_2d)."""
         kernel = tf.cast(self.kernel, compute_dtype)
         x = tf.cast(x, compute_dtype)
         # One 2-D matmul is faster on CPU than a broadcast batch matmul, and with the bias
         # and activation applied before reshaping back, oneDNN's graph rewrite fuses
         # MatMul + BiasAdd (+ GELU) into one kernel (a Reshape in between blocks that).
-        y = tf.matmul(x if x.shape.rank == 2 else tf.reshape(x, [-1, kernel.shape[0]]), kernel)
-        y = tf.nn.bias_add(y, tf.cast(self.bias, compute_dtype))
+        x2d = x if x.shape.rank == 2 else tf.reshape(x, [-1, kernel.shape[0]])
+        y = dense_2d(x2d, kernel, tf.cast(self.bias, compute_dtype), training)
         if self.activation is not None:
             y = self.activation(y, training)
         if x.shape.rank == 2:
@@ -354,7 +397,7 @@ class TransformerLayer(tf.Module):
                          compute_dtype)
         bias = tf.cast(tf.concat([self.query.bias, self.key.bias, self.value.bias], 0),
                        compute_dtype)
-        qkv = tf.nn.bias_add(tf.matmul(tf.reshape(x, [-1, h]), kernel), bias)  # [B*S, 3H]
+        qkv = dense_2d(tf.reshape(x, [-1, h]), kernel, bias, training)  # [B*S, 3H]
         qkv = tf.reshape(qkv, [batch, seq, 3, n, d])
         # unstack, not qkv[i]: a strided slice's gradient writes a full-size zero tensor
         # per slice, while unstack's gradient is one stack.
@@ -373,10 +416,10 @@ class TransformerLayer(tf.Module):
         """x: [B, S, H] compute_dtype, mask_adder: [B, 1, 1 or S, S] -> [B, S, H]."""
         rate = self.config.hidden_dropout_prob
         context = self._attention(x, mask_adder, training, compute_dtype)
-        attention = _dropout(self.attention_output(context, compute_dtype), rate, training)
+        attention = _dropout(self.attention_output(context, compute_dtype, training), rate, training)
         attention = self.attention_layer_norm(attention + x, compute_dtype)
         hidden = self.intermediate(attention, compute_dtype, training)
-        hidden = self.output_dense(hidden, compute_dtype)
+        hidden = self.output_dense(hidden, compute_dtype, training)
         hidden = _dropout(hidden, rate, training)
         return self.output_layer_norm(hidden + attention, compute_dtype)
 
@@ -455,7 +498,7 @@ class BertModel(tf.Module):
         embedding_output = self.embeddings(input_ids, segment_ids, training, compute_dtype)
         x = embedding_output
         if self.embeddings_project is not None:
-            x = self.embeddings_project(x, compute_dtype)  # [B, S, H]
+            x = self.embeddings_project(x, compute_dtype, training)  # [B, S, H]
         mask_adder = attention_mask_adder(input_mask, causal)
         for layer in self.layers:
             x = layer(x, mask_adder, training, compute_dtype)

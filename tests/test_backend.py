@@ -30,7 +30,22 @@ def test_auto_settings_on_an_x86_cpu_without_avx512():
     got = settings_by_var(backend.resolve(backend.Machine("x86_64", AVX2, 6), {}))
     assert got[backend.ONEDNN_VAR].value == "1"
     assert got[backend.INTRA_OP_VAR].value == got[backend.INTER_OP_VAR].value == "6"
+    assert got[backend.WEIGHT_GRAD_VAR].value == "eigen"
     assert {s.source for s in got.values()} == {"auto"}
+
+
+@pytest.mark.parametrize("arch, flags", [("x86_64", BF16), ("aarch64", frozenset())])
+def test_weight_gradients_stay_with_tensorflows_kernel_beyond_avx2(arch, flags):
+    got = settings_by_var(backend.resolve(backend.Machine(arch, flags, 2), {}))
+    assert got[backend.WEIGHT_GRAD_VAR].value == "onednn"
+    assert got[backend.WEIGHT_GRAD_VAR].source == "auto"
+
+
+def test_weight_grad_kernel_is_read_from_the_environment_and_checked():
+    assert backend.weight_grad_matmul({}) == "onednn"
+    assert backend.weight_grad_matmul({backend.WEIGHT_GRAD_VAR: "eigen"}) == "eigen"
+    with pytest.raises(ValueError, match="ELECTRA_WEIGHT_GRAD_MATMUL='mkl'.*eigen, onednn"):
+        backend.weight_grad_matmul({backend.WEIGHT_GRAD_VAR: "mkl"})
 
 
 def test_onednn_is_left_to_tensorflow_off_x86():
@@ -42,10 +57,11 @@ def test_onednn_is_left_to_tensorflow_off_x86():
 
 def test_user_environment_wins_and_is_kept(monkeypatch):
     monkeypatch.setattr(backend, "_APPLIED", None)  # restored after the test
-    env = {backend.ONEDNN_VAR: "0", backend.INTRA_OP_VAR: "3"}
+    env = {backend.ONEDNN_VAR: "0", backend.INTRA_OP_VAR: "3", backend.WEIGHT_GRAD_VAR: "eigen"}
     settings = settings_by_var(backend.apply(env, backend.Machine("x86_64", BF16, 8)))
     assert env == {backend.ONEDNN_VAR: "0", backend.INTRA_OP_VAR: "3",
-                   backend.INTER_OP_VAR: "8"}
+                   backend.INTER_OP_VAR: "8", backend.WEIGHT_GRAD_VAR: "eigen"}
+    assert settings[backend.WEIGHT_GRAD_VAR].source == "environment"
     assert settings[backend.ONEDNN_VAR].source == "environment"
     assert settings[backend.INTER_OP_VAR].source == "auto"
     lines = backend.describe()
@@ -134,13 +150,14 @@ np.savez(sys.argv[1], matmul=(tf.constant(a) @ tf.constant(b)).numpy(), a=a, b=b
 print(json.dumps({"onednn": bool(_pywrap_util_port.IsMklEnabled()),
                   "threads": len(os.listdir("/proc/self/task")),
                   "env": {k: os.environ.get(k) for k in ("TF_ENABLE_ONEDNN_OPTS",
-                          "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS")}}))
+                          "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS",
+                          "ELECTRA_WEIGHT_GRAD_MATMUL")}}))
 """
 
 
 def run_probe(tmp_path, name, **env_vars):
     env = {k: v for k, v in os.environ.items() if k not in (
-        backend.ONEDNN_VAR, backend.INTRA_OP_VAR, backend.INTER_OP_VAR)}
+        backend.ONEDNN_VAR, backend.INTRA_OP_VAR, backend.INTER_OP_VAR, backend.WEIGHT_GRAD_VAR)}
     env.update(env_vars, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=str(REPO))
     out = tmp_path / f"{name}.npz"
     result = subprocess.run([sys.executable, "-c", PROBE, str(out)], cwd=REPO, env=env,
@@ -153,6 +170,7 @@ def run_probe(tmp_path, name, **env_vars):
 def probes(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("probes")
     return {"auto": run_probe(tmp, "auto"),
+            "onednn_grads": run_probe(tmp, "onednn_grads", ELECTRA_WEIGHT_GRAD_MATMUL="onednn"),
             "off_1": run_probe(tmp, "off_1", TF_ENABLE_ONEDNN_OPTS="0",
                                TF_NUM_INTRAOP_THREADS="1", TF_NUM_INTEROP_THREADS="1"),
             "off_5": run_probe(tmp, "off_5", TF_ENABLE_ONEDNN_OPTS="0",
@@ -167,6 +185,10 @@ def test_scripts_startup_applies_settings_and_overrides_win(probes):
     assert auto["env"]["TF_NUM_INTRAOP_THREADS"] == auto["env"]["TF_NUM_INTEROP_THREADS"] == cores
     if machine.arch == "x86_64":
         assert auto["env"]["TF_ENABLE_ONEDNN_OPTS"] == "1" and auto["onednn"] is True
+    expected = ("eigen" if machine.arch == "x86_64" and "avx512f" not in machine.cpu_flags
+                else "onednn")
+    assert auto["env"]["ELECTRA_WEIGHT_GRAD_MATMUL"] == expected
+    assert probes["onednn_grads"][0]["env"]["ELECTRA_WEIGHT_GRAD_MATMUL"] == "onednn"
     off_1, off_5 = probes["off_1"][0], probes["off_5"][0]
     assert off_1["onednn"] is False and off_1["env"]["TF_NUM_INTRAOP_THREADS"] == "1"
     # TensorFlow honours the thread variables: 4 more intra-op threads.
@@ -183,6 +205,10 @@ def test_onednn_results_match_eigen_and_numpy(probes):
     assert sorted(on.files) == sorted(off.files) and len(on.files) > 20
     for key in on.files:
         np.testing.assert_allclose(on[key], off[key], rtol=1e-4, atol=1e-5, err_msg=key)
+    # Both weight-gradient kernels, oneDNN on: the same gradients.
+    other = probes["onednn_grads"][1]
+    for key in on.files:
+        np.testing.assert_allclose(on[key], other[key], rtol=1e-4, atol=1e-5, err_msg=key)
 
 
 # Entry points that run TensorFlow in their own process: each must apply the backend

@@ -62,6 +62,16 @@ def test_inference_dense_layers_are_single_fused_kernels(compute_dtype, embeddin
     assert not {"BiasAdd", "Erfc", "Erf", "_MklMatMul", "MatMul"} & set(ops), ops
 
 
+@pytest.mark.parametrize("kernel", ["eigen", "onednn"])
+def test_weight_gradients_run_on_the_chosen_kernel(kernel, monkeypatch):
+    monkeypatch.setenv(backend.WEIGHT_GRAD_VAR, kernel)
+    ops = executed_op_counts(True)
+    # 4 dense layers per transformer layer, each with one weight gradient x^T dy; the
+    # plain MatMuls become oneDNN's _MklMatMul, BatchMatMulV3 stays Eigen's.
+    assert ops["BatchMatMulV3"] == (2 * 4 if kernel == "eigen" else 0), ops
+    assert ops["_MklMatMul"] == 2 * 4 * (1 if kernel == "eigen" else 2), ops
+
+
 def test_training_forward_keeps_bias_fused():
     ops = executed_op_counts(True)
     # Forward: each dense layer's bias is fused (GELU stays separate: its input is needed

@@ -286,6 +286,36 @@ def test_gelu_training_form_value_and_gradient(dtype, rtol):
                                rtol=rtol, atol=1e-6)
 
 
+@pytest.mark.parametrize("kernel", ["eigen", "onednn"])
+@pytest.mark.parametrize("in_dim, out_dim", [(24, 40), (40, 24)])  # both of Eigen's forms
+def test_training_dense_gradients_match_numpy(kernel, in_dim, out_dim, monkeypatch):
+    """dense_2d's training form: TF's values, and x^T dy, dy W^T, sum(dy) as gradients
+    whichever kernel computes the weight gradient."""
+    monkeypatch.setenv("ELECTRA_WEIGHT_GRAD_MATMUL", kernel)
+    rng = np.random.default_rng(3)
+    x, w, b = (rng.normal(size=s).astype(np.float32) for s in
+               ((50, in_dim), (in_dim, out_dim), (out_dim,)))
+    upstream = rng.normal(size=(50, out_dim)).astype(np.float32)
+    xt, wt, bt = tf.constant(x), tf.constant(w), tf.constant(b)
+
+    @tf.function
+    def forward_backward(xt, wt, bt):
+        with tf.GradientTape() as tape:
+            tape.watch([xt, wt, bt])
+            y = modeling.dense_2d(xt, wt, bt, training=True)
+            total = tf.reduce_sum(y * upstream)
+        return y, tape.gradient(total, [xt, wt, bt])
+
+    y, (dx, dw, db) = forward_backward(xt, wt, bt)
+    np.testing.assert_allclose(y.numpy(), x @ w + b, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(dx.numpy(), upstream @ w.T, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(dw.numpy(), x.T @ upstream, rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(db.numpy(), upstream.sum(0), rtol=1e-5, atol=1e-5)
+    graph_ops = {op.type for op in forward_backward.get_concrete_function(
+        xt, wt, bt).graph.get_operations()}
+    assert ("BatchMatMulV3" in graph_ops) == (kernel == "eigen")
+
+
 # ---------------------------------------------------------------- masks and dropout
 
 

@@ -14,6 +14,13 @@ wins and is reported as such.
   matmul units, as PyTorch's default assumes), capped by a cgroup CPU quota, which
   TensorFlow ignores: in a container limited to 2 CPUs on a 64-core host it would run
   64 threads on 2 CPUs' worth of time.
+* ELECTRA_WEIGHT_GRAD_MATMUL, this project's own: which kernel computes the dense layers'
+  weight gradients x^T dy in float32 training, "eigen" or "onednn". oneDNN's sgemm does
+  this long-reduction product ([in, B*S] x [B*S, out]) at half Eigen's speed on an AVX2
+  CPU (AMD EPYC Zen 3: 31 against 16 ms at ELECTRA-Small's [256, 4096] x [4096, 1024];
+  fine-tuning step -14%, pre-training step -13%; bench/bench_matmul_shapes.py), so
+  "eigen" on x86-64 CPUs without AVX-512, "onednn" (TensorFlow's own choice) elsewhere
+  until measured there.
 * `auto_precision()`: the `"mixed_precision": "auto"` hparam means bfloat16 only where
   the CPU computes it natively (avx512_bf16 or amx_bf16 in /proc/cpuinfo); elsewhere
   bfloat16 is emulated and slower than float32, so "auto" means float32.
@@ -31,6 +38,8 @@ from collections.abc import MutableMapping
 ONEDNN_VAR = "TF_ENABLE_ONEDNN_OPTS"
 INTRA_OP_VAR = "TF_NUM_INTRAOP_THREADS"
 INTER_OP_VAR = "TF_NUM_INTEROP_THREADS"
+WEIGHT_GRAD_VAR = "ELECTRA_WEIGHT_GRAD_MATMUL"
+WEIGHT_GRAD_KERNELS = ("eigen", "onednn")
 BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 # What apply() found and did in this process (None until it runs); read by describe().
 _APPLIED = None
@@ -137,8 +146,24 @@ def resolve(machine: Machine, env: MutableMapping) -> list[Setting]:
                      else "not x86-64: TensorFlow's own choice")
     threads = str(machine.usable_cores)
     why = "usable physical cores (affinity, SMT, cgroup quota)"
+    avx2_only = x86 and "avx512f" not in machine.cpu_flags
+    weight_grad = _choose(env, WEIGHT_GRAD_VAR, "eigen" if avx2_only else "onednn",
+                          "x86-64 without AVX-512: Eigen does x^T dy at twice oneDNN's "
+                          "speed" if avx2_only else "the matmul kernel TensorFlow picks")
     return [onednn, _choose(env, INTRA_OP_VAR, threads, why),
-            _choose(env, INTER_OP_VAR, threads, why)]
+            _choose(env, INTER_OP_VAR, threads, why), weight_grad]
+
+
+def weight_grad_matmul(env: MutableMapping | None = None) -> str:
+    """The kernel for float32 weight gradients: ELECTRA_WEIGHT_GRAD_MATMUL as apply() or
+    the user set it; "onednn" (TensorFlow's matmul) where neither did."""
+    env = os.environ if env is None else env
+    value = env.get(WEIGHT_GRAD_VAR, "onednn")
+    if value not in WEIGHT_GRAD_KERNELS:
+        raise ValueError(f"{WEIGHT_GRAD_VAR}={value!r}: must be one of "
+                         f"{', '.join(WEIGHT_GRAD_KERNELS)} (or unset it for the "
+                         f"automatic choice).")
+    return value
 
 
 def apply(env: MutableMapping | None = None, machine: Machine | None = None
