@@ -59,6 +59,9 @@ class FinetuningModel(tf.Module):
         self.bert = modeling.BertModel(bert_config, scope="electra")
         # A list, not a dict, so tf.Module tracks the heads in task_id order.
         self.heads = [task.get_prediction_module(bert_config.hidden_size) for task in tasks]
+        # Every head reads the [CLS] output alone: skip the last layer's other positions.
+        self.tasks_pooled_only = [task.pooled_output_only for task in tasks]
+        self.pooled_only = all(self.tasks_pooled_only)
 
     def __call__(self, features: Mapping, is_training: bool = False,
                  compute_dtype=tf.float32) -> FinetuningOutput:
@@ -75,7 +78,7 @@ class FinetuningModel(tf.Module):
         """
         encoder_output = self.bert(features["input_ids"], features["input_mask"],
                                    features["segment_ids"], training=is_training,
-                                   compute_dtype=compute_dtype)
+                                   compute_dtype=compute_dtype, pooled_only=self.pooled_only)
         losses, outputs = [], {}
         for name, head in zip(self.task_names, self.heads):
             task_losses, task_outputs = head(
@@ -104,10 +107,12 @@ class FinetuningModel(tf.Module):
           The head's outputs dict ({name: [B, ...]}) plus "task_id" [B], so the caller
           can keep only the rows of this task (padding rows have task_id == T).
         """
-        head = self.heads[self.task_names.index(task_name)]
+        index = self.task_names.index(task_name)
+        head = self.heads[index]
         encoder_output = self.bert(features["input_ids"], features["input_mask"],
                                    features["segment_ids"], training=False,
-                                   compute_dtype=compute_dtype)
+                                   compute_dtype=compute_dtype,
+                                   pooled_only=self.tasks_pooled_only[index])
         _, outputs = head(encoder_output, feature_spec.features_for_task(features, task_name),
                           is_training=False, compute_dtype=compute_dtype)
         return {**outputs, "task_id": features["task_id"]}

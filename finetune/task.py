@@ -62,6 +62,10 @@ class Task(abc.ABC):
     (raw_data_dir, max_seq_length, task_names, debug, double_unordered, ...).
     """
 
+    # True where the head reads encoder_output.pooled_output alone: the encoder then
+    # skips the last layer's other positions (modeling.BertModel, pooled_only).
+    pooled_output_only = False
+
     def __init__(self, config: Any, name: str, tokenizer: Any):
         self.config = config
         self.name = name

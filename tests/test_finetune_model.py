@@ -97,6 +97,21 @@ def test_loss_is_the_batch_sum_of_each_examples_own_task_loss(model_and_batch):
     assert float(out.loss) == pytest.approx(float(expected.sum()), rel=1e-5)
 
 
+def test_sentence_level_tasks_alone_skip_the_last_layers_other_positions(
+        data_dir, model_and_batch):
+    assert not model_and_batch[2].pooled_only  # chunk and squad read every position
+    config = _config(data_dir, ("cola", "sts"))
+    tasks = task_builder.get_tasks(config)
+    model = finetune_model.FinetuningModel(rf.tiny_bert_config(), tasks)
+    assert model.pooled_only and model.tasks_pooled_only == [True, True]
+    batch = _batch(tasks, (3, 2), 1, config.max_seq_length)
+    pooled = model(batch, is_training=False).per_example_loss.numpy()
+    model.pooled_only = False
+    full = model(batch, is_training=False).per_example_loss.numpy()
+    np.testing.assert_allclose(pooled, full, rtol=1e-5, atol=1e-6)
+    assert np.abs(full[:5]).min() > 0
+
+
 def test_variable_names_follow_the_fine_tuning_checkpoint_layout(model_and_batch):
     _, _, model, _ = model_and_batch
     names = set(model.named_variables())

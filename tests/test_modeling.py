@@ -350,6 +350,31 @@ def test_causal_masks(causal):
         model(ids, mask, seg, causal="both")
 
 
+@pytest.mark.parametrize("causal", [None, "ltr"])
+def test_pooled_only_gives_the_full_encoders_cls_output_and_gradients(causal):
+    """The last layer computed at the first position only: same [CLS] output, same
+    gradients for every variable (dropout off: training=True with rates 0 takes the
+    training code path deterministically)."""
+    model = modeling.BertModel(tiny_config(hidden_dropout_prob=0.0,
+                                           attention_probs_dropout_prob=0.0))
+    ids, mask, seg = random_inputs(seed=4)
+    results = {}
+    for pooled_only in (False, True):
+        with tf.GradientTape() as tape:
+            out = model(ids, mask, seg, training=True, causal=causal, pooled_only=pooled_only)
+            loss = tf.reduce_sum(out.pooled_output * tf.cos(tf.range(HIDDEN, dtype=tf.float32)))
+        grads = tape.gradient(loss, model.trainable_variables)
+        results[pooled_only] = out, grads
+    (full, full_grads), (pooled, pooled_grads) = results[False], results[True]
+    assert pooled.sequence_output is None and full.sequence_output.shape == (BATCH, SEQ, HIDDEN)
+    np.testing.assert_allclose(pooled.pooled_output.numpy(), full.pooled_output.numpy(),
+                               rtol=1e-5, atol=1e-5)
+    for var, a, b in zip(model.trainable_variables, full_grads, pooled_grads):
+        np.testing.assert_allclose(tf.convert_to_tensor(b).numpy(),
+                                   tf.convert_to_tensor(a).numpy(), rtol=1e-4, atol=1e-5,
+                                   err_msg=var.name)
+
+
 def test_dropout_only_in_training():
     model = modeling.BertModel(tiny_config())
     ids, mask, seg = random_inputs()

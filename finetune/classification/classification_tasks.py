@@ -90,6 +90,7 @@ class SingleOutputTask(task_lib.Task):
     """A GLUE task with one prediction per (single or paired) sentence input."""
 
     DOUBLE_UNORDERED = False  # MRPC/STS: add b/a-swapped copies of train if configured
+    pooled_output_only = True  # the heads (heads.py) read the [CLS] output alone
 
     def __init__(self, config, name, tokenizer):
         super().__init__(config, name, tokenizer)
