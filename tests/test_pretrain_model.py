@@ -186,6 +186,22 @@ def test_losses_match_numpy_reductions():
     np.testing.assert_array_equal(out.disc_preds, (p > 0.5).astype(np.int32))
 
 
+def test_tied_logits_values_and_gradients_match_numpy():
+    rng = np.random.default_rng(5)
+    x, table = rng.normal(size=(7, 6)).astype(np.float32), rng.normal(size=(11, 6)).astype(
+        np.float32)
+    upstream = rng.normal(size=(7, 11)).astype(np.float32)
+    xt, tt = tf.constant(x), tf.constant(table)
+    with tf.GradientTape() as tape:
+        tape.watch([xt, tt])
+        logits = pm.tied_logits(xt, tt)
+        total = tf.reduce_sum(logits * upstream)
+    dx, dtable = tape.gradient(total, [xt, tt])
+    np.testing.assert_allclose(logits.numpy(), x @ table.T, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(dx.numpy(), upstream @ table, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(dtable.numpy(), upstream.T @ x, rtol=1e-5, atol=1e-5)
+
+
 def test_uniform_generator_and_mlm_only_objectives():
     out = tiny_model(uniform_generator=True)(random_features(2), tf.constant([0, 1]))
     np.testing.assert_allclose(out.mlm_loss, math.log(50), rtol=1e-5)  # zero logits
