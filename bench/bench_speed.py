@@ -10,7 +10,8 @@ setting tried, per precision) and the worker process's peak RSS. With --compare-
 configuration (bench/speed_hf.py: ElectraForPreTraining + generator,
 ElectraForSequenceClassification), with torch.set_num_threads equal to our intra-op
 threads, timed round-robin with ours (one step of each in turn, so load from other
-processes hits both alike), and the ratio HF s/step / ours. Our side runs with the
+processes hits both alike), and the ratio HF s/step / ours: the median over rounds of
+each round's ratio, with its range. Our side runs with the
 automatic backend settings of util/cpu_setup.py, as the scripts do; the matmul is also
 timed with TensorFlow's own defaults to show what those settings change. Each
 implementation and workload runs in its own process (bench/speed_worker.py). It
@@ -83,13 +84,22 @@ class Worker:
 
 
 def time_round_robin(workers, precisions, steps):
-    """{(worker name, precision): median seconds}, one step of each in turn per round."""
+    """{(worker name, precision): [seconds per round]}, one step of each in turn per round."""
     times = {(w.name, p): [] for w in workers for p in precisions}
     for _ in range(steps):
         for precision in precisions:
             for worker in workers:
                 times[worker.name, precision].append(worker.ask({"run": precision})["seconds"])
-    return {key: statistics.median(values) for key, values in times.items()}
+    return times
+
+
+def round_ratios(peer_times, our_times):
+    """(median, min, max) of the per-round speed ratios peer / ours. Steps of one round
+    ran back to back, so a machine slowing down over minutes (other tenants) moves
+    both sides of a round alike: the per-round ratio is steadier than a ratio of
+    medians."""
+    ratios = [p / o for p, o in zip(peer_times, our_times)]
+    return statistics.median(ratios), min(ratios), max(ratios)
 
 
 def run_workload(workload, names, args, log_dir):
@@ -99,13 +109,14 @@ def run_workload(workload, names, args, log_dir):
     try:
         workers += [Worker(name, args, log_dir, workload, info) for name in names[1:]]
         precisions = args.precisions.split(",")
-        medians = time_round_robin(workers, precisions, args.steps)
+        times = time_round_robin(workers, precisions, args.steps)
         rss = {w.name: w.ask({"rss": True})["peak_rss_mb"] for w in workers}
     finally:
         for worker in workers:
             worker.close()
     flops = workers[0].ready["flops"]
-    rows = [{"workload": workload, "precision": p, "impl": w.name, "seconds": medians[w.name, p],
+    rows = [{"workload": workload, "precision": p, "impl": w.name,
+             "seconds": statistics.median(times[w.name, p]), "round_seconds": times[w.name, p],
              "flops": flops[p], "peak_rss_mb": rss[w.name]}
             for p in precisions for w in workers]
     return rows, {w.name: w.ready["info"] for w in workers}
@@ -136,18 +147,25 @@ def print_report(matmul_rows, rows, infos, args):
               f"{gflops:7.1f} GFLOP/s" + ("" if onednn is None else
                                          f" (oneDNN {'on' if onednn else 'off'})"))
     print(f"\n{'workload':10s} {'precision':9s} {'impl':11s} {'s/step':>7s} {'seq/s':>7s} "
-          f"{'GFLOP/s':>8s} {'%peak':>6s} {'peak RSS':>9s} {'HF/ours':>8s}")
+          f"{'GFLOP/s':>8s} {'%peak':>6s} {'peak RSS':>9s} {'HF/ours per round':>24s}")
     for row in rows:
         gflops = row["flops"] / row["seconds"] / 1e9
-        ratio = ""
-        if row["impl"] == "tf":
-            peer = [r for r in rows if r["impl"] == "hf" and r["workload"] == row["workload"]
-                    and r["precision"] == row["precision"]]
-            ratio = f"x{peer[0]['seconds'] / row['seconds']:.2f}" if peer else ""
+        ratio = peer_ratio(rows, row)
+        ratio = f"x{ratio[0]:.2f} ({ratio[1]:.2f}-{ratio[2]:.2f})" if ratio else ""
         share = f"{100 * gflops / peak[row['precision']]:5.0f}%" if row["precision"] in peak else ""
         print(f"{row['workload']:10s} {row['precision']:9s} {LABELS[row['impl']]:11s} "
               f"{row['seconds']:7.3f} {args.batch / row['seconds']:7.1f} {gflops:8.1f} "
-              f"{share:>6s} {row['peak_rss_mb']:6.0f} MB {ratio:>8s}")
+              f"{share:>6s} {row['peak_rss_mb']:6.0f} MB {ratio:>24s}")
+
+
+def peer_ratio(rows, row):
+    """round_ratios of HF against our `row` (same workload and precision); None for HF
+    rows or without a peer."""
+    peer = [r for r in rows if r["impl"] == "hf" and r["workload"] == row["workload"]
+            and r["precision"] == row["precision"]]
+    if row["impl"] != "tf" or not peer:
+        return None
+    return round_ratios(peer[0]["round_seconds"], row["round_seconds"])
 
 
 def print_targets(rows, native_bf16):
@@ -155,11 +173,9 @@ def print_targets(rows, native_bf16):
     goals = {"float32": 1.3, "bfloat16": 1.5 if native_bf16 else None}
     lines = []
     for row in rows:
-        peer = [r for r in rows if r["impl"] == "hf" and r["workload"] == row["workload"]
-                and r["precision"] == row["precision"]]
-        goal = goals.get(row["precision"])
-        if row["impl"] == "tf" and peer and goal:
-            ratio = peer[0]["seconds"] / row["seconds"]
+        ratios, goal = peer_ratio(rows, row), goals.get(row["precision"])
+        if ratios and goal:
+            ratio = ratios[0]
             lines.append(f"{row['workload']} {row['precision']} x{ratio:.2f} "
                          f"({'meets' if ratio >= goal else 'below'} {goal}x)")
     if lines:

@@ -5,7 +5,11 @@ The workloads are the other bench scripts' (bench_pretraining_step.build_parts,
 bench_finetuning.build), so all of them time the same code. FLOPs follow
 experiments/study_flops.py: a multiply-add is 2 FLOPs, a training step 3x the forward,
 heads and element-wise work not counted; the same count is used for HuggingFace's run
-of the same configuration, so GFLOP/s compare like with like.
+of the same configuration, so GFLOP/s compare like with like. It is the full encoder's
+count: our sentence-level fine-tuning and inference skip the last layer's positions
+other than [CLS] (modeling.BertModel pooled_only, ~1/13 of the FLOPs at ELECTRA-Small's
+sizes), so there the figure is the plain method's work per second and its share of the
+matmul peak can pass 100% on small models.
 """
 
 import argparse
