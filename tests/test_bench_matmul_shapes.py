@@ -35,4 +35,7 @@ def test_tiny_run_prints_every_product_with_both_kernels():
                                             ("ffn in", "16x40"), ("ffn out", "40x16")}
     for *_, numbers in rows:
         values = [float(v) for v in numbers.split()]
-        assert len(values) == (4 if hf else 3) and all(v > 0 for v in values), numbers
+        # ms per product of each kernel (and PyTorch), then the best GFLOP/s, which
+        # rounds to 0.0 at these tiny sizes
+        assert len(values) == (4 if hf else 3), numbers
+        assert all(v > 0 for v in values[:-1]) and values[-1] >= 0, numbers
