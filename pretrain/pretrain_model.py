@@ -106,7 +106,12 @@ class TokenLogitsHead(tf.Module):
         hidden = self.layer_norm(self.dense(reprs, compute_dtype, training), tf.float32)
         flat = tf.reshape(hidden, [-1, hidden.shape[-1]])  # [B*N, E]
         logits = tied_logits(flat, tf.convert_to_tensor(self.embeddings.word_embeddings))
-        return tf.reshape(logits + self.output_bias, tf.concat([tf.shape(hidden)[:-1], [-1]], 0))
+        vocab = self.output_bias.shape[0]
+        logits = tf.reshape(logits + self.output_bias,
+                            tf.concat([tf.shape(hidden)[:-1], [vocab]], 0))
+        # Static N and V even where the batch size is unknown (several workers): the
+        # per-example sampling noise needs them.
+        return tf.ensure_shape(logits, hidden.shape[:-1].concatenate([vocab]))
 
 
 @tf.custom_gradient

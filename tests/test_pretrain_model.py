@@ -202,6 +202,25 @@ def test_tied_logits_values_and_gradients_match_numpy():
     np.testing.assert_allclose(dtable.numpy(), upstream.T @ x, rtol=1e-5, atol=1e-5)
 
 
+def test_token_logits_keep_static_shapes_with_an_unknown_batch():
+    """Under several workers the batch size is unknown when the step is traced; the
+    generator's logits must still have static N and V (sampling noise is drawn per
+    example with a static shape)."""
+    model = tiny_model()
+    heads = [m for m in model.submodules if isinstance(m, pm.TokenLogitsHead)]
+    assert heads, "the default model has a generator MLM head"
+    head = heads[0]
+    width = head.dense.kernel.shape[0]
+
+    @tf.function(input_signature=[tf.TensorSpec([None, N, width], tf.float32)])
+    def logits_of(reprs):
+        logits = head(reprs)
+        assert logits.shape.as_list() == [None, N, head.output_bias.shape[0]], logits.shape
+        return logits
+
+    assert logits_of(tf.zeros([3, N, width])).shape == (3, N, head.output_bias.shape[0])
+
+
 def test_uniform_generator_and_mlm_only_objectives():
     out = tiny_model(uniform_generator=True)(random_features(2), tf.constant([0, 1]))
     np.testing.assert_allclose(out.mlm_loss, math.log(50), rtol=1e-5)  # zero logits
