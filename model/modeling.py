@@ -18,6 +18,7 @@ import re
 
 import tensorflow as tf
 
+from model.layer_norm import layer_norm
 from util import backend
 
 _MODEL_SIZES = {"small": (256, 12), "base": (768, 12), "large": (1024, 24)}
@@ -333,9 +334,7 @@ class LayerNorm(tf.Module):
 
     def __call__(self, x, compute_dtype=tf.float32):
         """x: [..., dim] -> [..., dim] in compute_dtype; statistics in float32."""
-        x = tf.cast(x, tf.float32)
-        mean, variance = tf.nn.moments(x, axes=[-1], keepdims=True)
-        y = (x - mean) * tf.math.rsqrt(variance + _LAYER_NORM_EPSILON) * self.gamma + self.beta
+        y = layer_norm(tf.cast(x, tf.float32), self.gamma, self.beta, _LAYER_NORM_EPSILON)
         return tf.cast(y, compute_dtype)
 
 

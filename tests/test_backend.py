@@ -31,6 +31,7 @@ def test_auto_settings_on_an_x86_cpu_without_avx512():
     assert got[backend.ONEDNN_VAR].value == "1"
     assert got[backend.INTRA_OP_VAR].value == got[backend.INTER_OP_VAR].value == "6"
     assert got[backend.WEIGHT_GRAD_VAR].value == "eigen"
+    assert got[backend.LAYER_NORM_VAR].value == "fused"
     assert {s.source for s in got.values()} == {"auto"}
 
 
@@ -48,19 +49,30 @@ def test_weight_grad_kernel_is_read_from_the_environment_and_checked():
         backend.weight_grad_matmul({backend.WEIGHT_GRAD_VAR: "mkl"})
 
 
+def test_layer_norm_kernel_is_read_from_the_environment_and_checked():
+    assert backend.layer_norm_kernel({}) == "ops"
+    assert backend.layer_norm_kernel({backend.LAYER_NORM_VAR: "fused"}) == "fused"
+    with pytest.raises(ValueError, match="ELECTRA_LAYER_NORM='mkl'.*fused, ops"):
+        backend.layer_norm_kernel({backend.LAYER_NORM_VAR: "mkl"})
+
+
 def test_onednn_is_left_to_tensorflow_off_x86():
     got = settings_by_var(backend.resolve(backend.Machine("aarch64", frozenset(), 4), {}))
     assert got[backend.ONEDNN_VAR].value is None
+    assert got[backend.LAYER_NORM_VAR].value == "ops"
     assert got[backend.ONEDNN_VAR].source == "TensorFlow default"
     assert got[backend.INTRA_OP_VAR].value == "4"
 
 
 def test_user_environment_wins_and_is_kept(monkeypatch):
     monkeypatch.setattr(backend, "_APPLIED", None)  # restored after the test
-    env = {backend.ONEDNN_VAR: "0", backend.INTRA_OP_VAR: "3", backend.WEIGHT_GRAD_VAR: "eigen"}
+    env = {backend.ONEDNN_VAR: "0", backend.INTRA_OP_VAR: "3", backend.WEIGHT_GRAD_VAR: "eigen",
+           backend.LAYER_NORM_VAR: "ops"}
     settings = settings_by_var(backend.apply(env, backend.Machine("x86_64", BF16, 8)))
     assert env == {backend.ONEDNN_VAR: "0", backend.INTRA_OP_VAR: "3",
-                   backend.INTER_OP_VAR: "8", backend.WEIGHT_GRAD_VAR: "eigen"}
+                   backend.INTER_OP_VAR: "8", backend.WEIGHT_GRAD_VAR: "eigen",
+                   backend.LAYER_NORM_VAR: "ops"}
+    assert settings[backend.LAYER_NORM_VAR].source == "environment"
     assert settings[backend.WEIGHT_GRAD_VAR].source == "environment"
     assert settings[backend.ONEDNN_VAR].source == "environment"
     assert settings[backend.INTER_OP_VAR].source == "auto"
@@ -151,13 +163,14 @@ print(json.dumps({"onednn": bool(_pywrap_util_port.IsMklEnabled()),
                   "threads": len(os.listdir("/proc/self/task")),
                   "env": {k: os.environ.get(k) for k in ("TF_ENABLE_ONEDNN_OPTS",
                           "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS",
-                          "ELECTRA_WEIGHT_GRAD_MATMUL")}}))
+                          "ELECTRA_WEIGHT_GRAD_MATMUL", "ELECTRA_LAYER_NORM")}}))
 """
 
 
 def run_probe(tmp_path, name, **env_vars):
     env = {k: v for k, v in os.environ.items() if k not in (
-        backend.ONEDNN_VAR, backend.INTRA_OP_VAR, backend.INTER_OP_VAR, backend.WEIGHT_GRAD_VAR)}
+        backend.ONEDNN_VAR, backend.INTRA_OP_VAR, backend.INTER_OP_VAR, backend.WEIGHT_GRAD_VAR,
+        backend.LAYER_NORM_VAR)}
     env.update(env_vars, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=str(REPO))
     out = tmp_path / f"{name}.npz"
     result = subprocess.run([sys.executable, "-c", PROBE, str(out)], cwd=REPO, env=env,
@@ -188,11 +201,13 @@ def test_scripts_startup_applies_settings_and_overrides_win(probes):
     expected = ("eigen" if machine.arch == "x86_64" and "avx512f" not in machine.cpu_flags
                 else "onednn")
     assert auto["env"]["ELECTRA_WEIGHT_GRAD_MATMUL"] == expected
+    assert auto["env"]["ELECTRA_LAYER_NORM"] == ("fused" if machine.arch == "x86_64" else "ops")
     assert probes["onednn_grads"][0]["env"]["ELECTRA_WEIGHT_GRAD_MATMUL"] == "onednn"
     off_1, off_5 = probes["off_1"][0], probes["off_5"][0]
     assert off_1["onednn"] is False and off_1["env"]["TF_NUM_INTRAOP_THREADS"] == "1"
-    # TensorFlow honours the thread variables: 4 more intra-op threads.
-    assert off_5["threads"] - off_1["threads"] == 4
+    # TensorFlow honours the thread variables: 4 more intra-op threads in its pool, and
+    # in XLA's too once an XLA-compiled function ran (the fused LayerNorm's gradient).
+    assert off_5["threads"] - off_1["threads"] in (4, 8)
 
 
 @pytest.mark.skipif(backend.detect_machine().arch != "x86_64", reason="oneDNN: x86-64 only")

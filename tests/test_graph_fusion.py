@@ -78,3 +78,15 @@ def test_training_forward_keeps_bias_fused():
     # by the backward pass). Standalone BiasAdds would mean a Reshape crept back in.
     assert ops["BiasAdd"] == 0, ops
     assert ops["_MklNativeFusedMatMul"] >= 2 * 4, ops
+
+
+@pytest.mark.parametrize("training", [False, True])
+@pytest.mark.parametrize("kernel", ["fused", "ops"])
+def test_layer_norms_run_on_the_chosen_kernel(kernel, training, monkeypatch):
+    monkeypatch.setenv(backend.LAYER_NORM_VAR, kernel)
+    ops = executed_op_counts(training)
+    # Two per transformer layer plus the embeddings'; with "ops", TensorFlow's moments.
+    # When training only the gradients are fetched, and the last LayerNorm's output is
+    # then unused: its gradient recomputes the statistics from its input.
+    assert ops["_MklLayerNorm"] == (2 * 2 + 1 - training if kernel == "fused" else 0), ops
+    assert (ops["SquaredDifference"] > 0) == (kernel == "ops"), ops
