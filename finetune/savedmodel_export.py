@@ -29,6 +29,7 @@ from finetune import serving_modules
 from finetune import task_builder
 from finetune.qa import qa_tasks
 from finetune.tagging import tagging_tasks
+from model import layer_norm
 from model import modeling
 from model import tokenization
 from util import config_utils
@@ -171,7 +172,9 @@ def save(module: serving_modules.ServingModule, loaded: LoadedTask,
             f.write(json.dumps(metadata, indent=2) + "\n")
         module.metadata_file = tf.saved_model.Asset(meta_path)
         module.vocab_file = tf.saved_model.Asset(loaded.config.vocab_file)
-        with io_utils.atomic_dir(output_dir) as temp:
+        # Saving traces the graph: with TensorFlow's plain LayerNorm ops, which every
+        # build and device runs (TensorFlow Serving, GPUs), not oneDNN's CPU kernel.
+        with io_utils.atomic_dir(output_dir) as temp, layer_norm.portable():
             tf.saved_model.save(module, temp, signatures=signatures)
     return ExportResult(output_dir, metadata["task_name"], module.kind,
                         tuple(module.input_names), module.output_names(), loaded.checkpoint)

@@ -300,6 +300,19 @@ def test_metadata_attributes_and_assets(served):
     assert json.loads((assets / "electra_task.json").read_text())["label_names"] == ["0", "1"]
 
 
+def test_saved_graph_has_only_portable_ops():
+    """Exported with TensorFlow's plain LayerNorm ops whatever the exporting machine
+    used (model/layer_norm.py), so TensorFlow Serving and GPUs can run it."""
+    from tensorflow.core.protobuf import saved_model_pb2  # pylint: disable=import-outside-toplevel
+    proto = saved_model_pb2.SavedModel()
+    proto.ParseFromString((sfx.exported("cola") / "saved_model.pb").read_bytes())
+    graph = proto.meta_graphs[0].graph_def
+    op_types = {node.op for node in graph.node} | {
+        node.op for function in graph.library.function for node in function.node_def}
+    assert "SquaredDifference" in op_types  # the LayerNorms are in there, as plain ops
+    assert not {op for op in op_types if op.startswith("_")}, op_types
+
+
 def _run_tool(args, cwd):
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
     proc = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
