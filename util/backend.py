@@ -22,7 +22,7 @@ wins and is reported as such.
   "eigen" on x86-64 CPUs without AVX-512, "onednn" (TensorFlow's own choice) elsewhere
   until measured there.
 * ELECTRA_LAYER_NORM, this project's own: "fused" runs float32 LayerNorm as oneDNN's
-  single-pass kernel (_MklLayerNorm) with an XLA-compiled gradient, "ops" as TensorFlow's
+  single kernel (_MklLayerNorm) with an XLA-compiled gradient, "ops" as TensorFlow's
   five reductions and element-wise ops. "fused" on x86-64 (a third of the time forward,
   about half forward + backward at ELECTRA-Small's [4096, 256]); model/layer_norm.py
   falls back to "ops" where the kernel cannot run (no such kernel in the build, a GPU,
