@@ -32,6 +32,7 @@ from finetune import finetune_model  # pylint: disable=wrong-import-position
 from finetune import task_builder  # pylint: disable=wrong-import-position
 from model import modeling  # pylint: disable=wrong-import-position
 from model import optimization  # pylint: disable=wrong-import-position
+from util import distribute  # pylint: disable=wrong-import-position
 from util import training  # pylint: disable=wrong-import-position
 
 
@@ -67,7 +68,10 @@ def build(config, task, batch, precision, jit):
     dtype = training.compute_dtype(precision)
     bert_config = modeling.get_bert_config(config.model_size, config.vocab_size,
                                            config.embedding_size, config.model_hparam_overrides)
-    model = finetune_model.FinetuningModel(bert_config, [task])
+    # The runner's choice of batch slices, so the bench times what run_finetuning runs.
+    model = finetune_model.FinetuningModel(
+        bert_config, [task],
+        batch_shards=distribute.batch_shards(tf.distribute.get_strategy(), jit))
     named = model.named_variables()
     multipliers = optimization.layerwise_lr_multipliers(
         list(named), bert_config.num_hidden_layers, config.layerwise_lr_decay)

@@ -11,6 +11,10 @@ number of tasks, whose one-hot row is all zeros) contribute nothing. The loss is
 not a mean, as in the original; global-norm clipping at 1.0 therefore sees the same
 gradient magnitudes as there.
 
+With batch_shards > 1 each batch runs as that many independent slices inside the step
+(model/batch_sharding.py): per-example results are concatenated and the slices' loss
+sums added, so the loss is still the batch's sum.
+
 Shape legend: B = batch size, S = sequence length, H = hidden size, T = number of tasks.
 """
 
@@ -22,7 +26,7 @@ from typing import Mapping, Sequence
 import tensorflow as tf
 
 from finetune import feature_spec
-from model import modeling
+from model import batch_sharding, modeling
 
 
 class FinetuningOutput(typing.NamedTuple):
@@ -46,10 +50,15 @@ class FinetuningModel(tf.Module):
       bert_config: modeling.BertConfig of the (pre-trained) discriminator.
       tasks: finetune.task.Task objects, in config.task_names order (their index is
         the task_id feature).
+      batch_shards: slices each batch with a static size runs as (util/backend.py's
+        ELECTRA_BATCH_SHARDS where the caller chose it); 1 keeps batches whole.
     """
 
-    def __init__(self, bert_config: modeling.BertConfig, tasks: Sequence):
+    def __init__(self, bert_config: modeling.BertConfig, tasks: Sequence,
+                 batch_shards: int = 1):
         super().__init__(name="finetuning_model")
+        batch_sharding.slice_sizes(None, batch_shards)  # validates it
+        self.batch_shards = batch_shards
         self.bert_config = bert_config
         self.task_names = [task.name for task in tasks]
         for index, task in enumerate(tasks):
@@ -65,7 +74,7 @@ class FinetuningModel(tf.Module):
 
     def __call__(self, features: Mapping, is_training: bool = False,
                  compute_dtype=tf.float32) -> FinetuningOutput:
-        """Runs the encoder once and every task head on the whole batch.
+        """Runs the encoder and every task head on the batch (slice by slice if sharded).
 
         Args:
           features: nested feature dict (finetune/feature_spec.py): input_ids,
@@ -76,6 +85,19 @@ class FinetuningModel(tf.Module):
         Returns:
           FinetuningOutput.
         """
+        parts = batch_sharding.map_slices(
+            lambda part: self._forward(part, is_training, compute_dtype), features,
+            self.batch_shards)
+        if len(parts) == 1:
+            return parts[0]
+        # The loss is a sum over examples, so the slices' sums add up to the batch's.
+        return FinetuningOutput(
+            loss=tf.add_n([part.loss for part in parts]),
+            per_example_loss=tf.concat([part.per_example_loss for part in parts], axis=0),
+            outputs=batch_sharding.concat_batch([part.outputs for part in parts]))
+
+    def _forward(self, features, is_training, compute_dtype) -> FinetuningOutput:
+        """__call__ on one whole batch (or slice)."""
         encoder_output = self.bert(features["input_ids"], features["input_mask"],
                                    features["segment_ids"], training=is_training,
                                    compute_dtype=compute_dtype, pooled_only=self.pooled_only)
@@ -108,7 +130,14 @@ class FinetuningModel(tf.Module):
           can keep only the rows of this task (padding rows have task_id == T).
         """
         index = self.task_names.index(task_name)
-        head = self.heads[index]
+        parts = batch_sharding.map_slices(
+            lambda part: self._predict_one(part, index, compute_dtype), features,
+            self.batch_shards)
+        return parts[0] if len(parts) == 1 else batch_sharding.concat_batch(parts)
+
+    def _predict_one(self, features, index, compute_dtype) -> dict:
+        """predict on one whole batch (or slice), for the task at `index`."""
+        task_name, head = self.task_names[index], self.heads[index]
         encoder_output = self.bert(features["input_ids"], features["input_mask"],
                                    features["segment_ids"], training=False,
                                    compute_dtype=compute_dtype,

@@ -99,7 +99,9 @@ class ModelRunner:
         # The seed fixes the heads' initialisation, dropout and the data order.
         tf.random.set_seed(config.seed)
         with strategy.scope():
-            self.model = finetune_model.FinetuningModel(bert_config, self.tasks)
+            self.model = finetune_model.FinetuningModel(
+                bert_config, self.tasks,
+                batch_shards=distribute.batch_shards(strategy, config.jit_compile))
         self.named_vars = self.model.named_variables()
         if config.init_checkpoint:
             with strategy.scope():

@@ -32,7 +32,23 @@ def test_auto_settings_on_an_x86_cpu_without_avx512():
     assert got[backend.INTRA_OP_VAR].value == got[backend.INTER_OP_VAR].value == "6"
     assert got[backend.WEIGHT_GRAD_VAR].value == "eigen"
     assert got[backend.LAYER_NORM_VAR].value == "fused"
+    assert got[backend.BATCH_SHARDS_VAR].value == "2"
     assert {s.source for s in got.values()} == {"auto"}
+
+
+@pytest.mark.parametrize("arch, cores", [("x86_64", 1), ("aarch64", 4)])
+def test_batches_stay_whole_on_one_core_or_off_x86(arch, cores):
+    got = settings_by_var(backend.resolve(backend.Machine(arch, AVX2, cores), {}))
+    assert got[backend.BATCH_SHARDS_VAR].value == "1"
+    assert got[backend.BATCH_SHARDS_VAR].source == "auto"
+
+
+def test_batch_shards_are_read_from_the_environment_and_checked():
+    assert backend.batch_shards({}) == 1
+    assert backend.batch_shards({backend.BATCH_SHARDS_VAR: "3"}) == 3
+    for bad in ("0", "two", "-1", ""):
+        with pytest.raises(ValueError, match=f"ELECTRA_BATCH_SHARDS={bad!r}.*whole number"):
+            backend.batch_shards({backend.BATCH_SHARDS_VAR: bad})
 
 
 @pytest.mark.parametrize("arch, flags", [("x86_64", BF16), ("aarch64", frozenset())])
@@ -67,11 +83,12 @@ def test_onednn_is_left_to_tensorflow_off_x86():
 def test_user_environment_wins_and_is_kept(monkeypatch):
     monkeypatch.setattr(backend, "_APPLIED", None)  # restored after the test
     env = {backend.ONEDNN_VAR: "0", backend.INTRA_OP_VAR: "3", backend.WEIGHT_GRAD_VAR: "eigen",
-           backend.LAYER_NORM_VAR: "ops"}
+           backend.LAYER_NORM_VAR: "ops", backend.BATCH_SHARDS_VAR: "1"}
     settings = settings_by_var(backend.apply(env, backend.Machine("x86_64", BF16, 8)))
     assert env == {backend.ONEDNN_VAR: "0", backend.INTRA_OP_VAR: "3",
                    backend.INTER_OP_VAR: "8", backend.WEIGHT_GRAD_VAR: "eigen",
-                   backend.LAYER_NORM_VAR: "ops"}
+                   backend.LAYER_NORM_VAR: "ops", backend.BATCH_SHARDS_VAR: "1"}
+    assert settings[backend.BATCH_SHARDS_VAR].source == "environment"
     assert settings[backend.LAYER_NORM_VAR].source == "environment"
     assert settings[backend.WEIGHT_GRAD_VAR].source == "environment"
     assert settings[backend.ONEDNN_VAR].source == "environment"
@@ -163,14 +180,15 @@ print(json.dumps({"onednn": bool(_pywrap_util_port.IsMklEnabled()),
                   "threads": len(os.listdir("/proc/self/task")),
                   "env": {k: os.environ.get(k) for k in ("TF_ENABLE_ONEDNN_OPTS",
                           "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS",
-                          "ELECTRA_WEIGHT_GRAD_MATMUL", "ELECTRA_LAYER_NORM")}}))
+                          "ELECTRA_WEIGHT_GRAD_MATMUL", "ELECTRA_LAYER_NORM",
+                          "ELECTRA_BATCH_SHARDS")}}))
 """
 
 
 def run_probe(tmp_path, name, **env_vars):
     env = {k: v for k, v in os.environ.items() if k not in (
         backend.ONEDNN_VAR, backend.INTRA_OP_VAR, backend.INTER_OP_VAR, backend.WEIGHT_GRAD_VAR,
-        backend.LAYER_NORM_VAR)}
+        backend.LAYER_NORM_VAR, backend.BATCH_SHARDS_VAR)}
     env.update(env_vars, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=str(REPO))
     out = tmp_path / f"{name}.npz"
     result = subprocess.run([sys.executable, "-c", PROBE, str(out)], cwd=REPO, env=env,
@@ -202,6 +220,8 @@ def test_scripts_startup_applies_settings_and_overrides_win(probes):
                 else "onednn")
     assert auto["env"]["ELECTRA_WEIGHT_GRAD_MATMUL"] == expected
     assert auto["env"]["ELECTRA_LAYER_NORM"] == ("fused" if machine.arch == "x86_64" else "ops")
+    assert auto["env"]["ELECTRA_BATCH_SHARDS"] == (
+        "2" if machine.arch == "x86_64" and machine.usable_cores >= 2 else "1")
     assert probes["onednn_grads"][0]["env"]["ELECTRA_WEIGHT_GRAD_MATMUL"] == "onednn"
     off_1, off_5 = probes["off_1"][0], probes["off_5"][0]
     assert off_1["onednn"] is False and off_1["env"]["TF_NUM_INTRAOP_THREADS"] == "1"

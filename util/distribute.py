@@ -19,6 +19,7 @@ import os
 
 import tensorflow as tf
 
+from util import backend
 from util.cli import UserError
 
 STRATEGY_NAMES = ("one_device", "mirrored", "multi_worker", "tpu")
@@ -176,3 +177,13 @@ def is_chief(strategy):
         return True
     has_chief = "chief" in resolver.cluster_spec().as_dict()
     return resolver.task_type == "worker" and resolver.task_id == 0 and not has_chief
+
+
+def batch_shards(strategy, jit_compile):
+    """Slices per batch for fine-tuning and inference (model/batch_sharding.py):
+    ELECTRA_BATCH_SHARDS on CPUs; 1 on GPUs and TPUs and under XLA, which schedule
+    whole batches themselves and where the split was not measured."""
+    if (jit_compile or isinstance(strategy, tf.distribute.TPUStrategy)
+            or tf.config.list_physical_devices("GPU")):
+        return 1
+    return backend.batch_shards()
