@@ -1,10 +1,11 @@
 """Running a model on independent slices of its batch inside one step.
 
 A batch cut into slices along axis 0, each sent through the same layers, gives a graph
-whose slices share no ops until their results are joined. TensorFlow's executor then
-runs one slice's small ops (softmax, LayerNorm, bias, transposes) while another's
-matrix products run, which on a 2-core CPU made an ELECTRA-Small fine-tuning step 9%
-and an inference batch 8% faster (util/backend.py, ELECTRA_BATCH_SHARDS). The maths is
+whose slices share no ops until their results are joined. TensorFlow's executor can
+then run one slice's ops while another's wait for a core, instead of one chain of
+ops each ending at a barrier; on a 2-core CPU that made an ELECTRA-Small fine-tuning
+step 2-9% and an inference batch 8-15% faster (util/backend.py, ELECTRA_BATCH_SHARDS;
+bench/RESULTS.md). The maths is
 the per-example maths of the whole batch; only the order of float additions in batch
 reductions (and, in training, the dropout draws) differ.
 """

@@ -30,9 +30,10 @@ wins and is reported as such.
 * ELECTRA_BATCH_SHARDS, this project's own: how many independent slices fine-tuning
   and inference split each batch into inside one step (finetune/finetune_model.py).
   The slices share no ops until their losses and outputs are joined, so TensorFlow's
-  inter-op scheduler runs one slice's small ops beside the other's matrix products.
-  "2" on x86-64 with at least two cores (AMD EPYC Zen 3, 2 cores, ELECTRA-Small batch
-  32: fine-tuning step -9%, inference -8%, round-robin in one run), "1" elsewhere.
+  executor can run one slice's ops while the other's wait for a core, instead of
+  one chain of ops each ending at a barrier. "2" on x86-64 with at least two cores
+  (AMD EPYC Zen 3, 2 cores, ELECTRA-Small batch 32, round-robin against whole batches
+  in one run: fine-tuning step -2 to -9%, inference -8 to -15%), "1" elsewhere.
   Only the order of float additions and the dropout draws change.
 * `auto_precision()`: the `"mixed_precision": "auto"` hparam means bfloat16 only where
   the CPU computes it natively (avx512_bf16 or amx_bf16 in /proc/cpuinfo); elsewhere
