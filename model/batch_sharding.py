@@ -5,9 +5,9 @@ whose slices share no ops until their results are joined. TensorFlow's executor 
 then run one slice's ops while another's wait for a core, instead of one chain of
 ops each ending at a barrier; on a 2-core CPU that made an ELECTRA-Small fine-tuning
 step 2-9% and an inference batch 8-15% faster (util/backend.py, ELECTRA_BATCH_SHARDS;
-bench/RESULTS.md). The maths is
-the per-example maths of the whole batch; only the order of float additions in batch
-reductions (and, in training, the dropout draws) differ.
+bench/RESULTS.md). The maths is the per-example maths of the whole batch; only the
+order of float additions in batch reductions (and, in training, the dropout draws)
+differ.
 """
 
 from typing import Callable, Sequence
@@ -41,14 +41,10 @@ def concat_batch(parts: Sequence):
     return tf.nest.map_structure(lambda *ts: tf.concat(ts, axis=0), *parts)
 
 
-def batch_size_of(features, key: str = "input_ids") -> int | None:
-    """The static batch size of features[key] (None if unknown at trace time)."""
-    return tf.TensorShape(features[key].shape)[0]
-
-
-def map_slices(fn: Callable, features, shards: int, key: str = "input_ids"):
-    """[fn(slice) for each slice of `features`], or [fn(features)] when not sliced."""
-    sizes = slice_sizes(batch_size_of(features, key), shards)
+def map_slices(fn: Callable, features, shards: int):
+    """[fn(slice) for each slice of `features`], or [fn(features)] when not sliced (the
+    batch size is input_ids' static one; unknown at trace time: not sliced)."""
+    sizes = slice_sizes(tf.TensorShape(features["input_ids"].shape)[0], shards)
     if sizes is None:
         return [fn(features)]
     return [fn(part) for part in split_batch(features, sizes)]
